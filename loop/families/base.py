@@ -1,0 +1,58 @@
+"""What a task family supplies: problems by difficulty, the model-facing format, the true answer
+(for measurement), and a held-out evaluation suite that training never sees."""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.messages import sample_id_for
+
+
+@dataclass(frozen=True)
+class Problem:
+    family: str
+    difficulty: int
+    canonical: str  # the text two equal problems share; the sample id is its hash
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sample_id(self) -> str:
+        return sample_id_for(self.family, self.canonical)
+
+
+class TaskFamily(ABC):
+    name: str
+
+    @abstractmethod
+    def make_problems(self, difficulty: int, count: int, rng: random.Random) -> list[Problem]:
+        """Fresh problems of one difficulty, excluding the evaluation suite's."""
+
+    @abstractmethod
+    def prompt(self, problem: Problem) -> str:
+        """The text the model continues."""
+
+    @abstractmethod
+    def read_answer(self, problem: Problem, completion: str) -> str | None:
+        """The canonical answer in a completion, or None when it is malformed."""
+
+    @abstractmethod
+    def write_answer(self, problem: Problem, answer: str) -> str:
+        """The completion the model should learn to produce for a canonical answer."""
+
+    @abstractmethod
+    def true_answer(self, problem: Problem) -> str | None:
+        """The right answer, for measurement only (None where the family cannot know it)."""
+
+    @abstractmethod
+    def plausible(self, problem: Problem, answer: str) -> tuple[bool, str]:
+        """The length and format filter: could this be an answer to this problem at all?"""
+
+    @abstractmethod
+    def eval_suite(self, difficulty: int) -> list[Problem]:
+        """The held-out problems of one difficulty: fixed seed, never trained on."""
+
+    def eval_ids(self, difficulties: range | list[int]) -> set[str]:
+        return {p.sample_id for d in difficulties for p in self.eval_suite(d)}

@@ -1,0 +1,205 @@
+"""The consumer base every worker uses.
+
+A worker subclasses ``EventConsumer`` and implements ``handle(events)``. The base polls a batch,
+decodes it, sends what it cannot decode to ``loop.dlq`` with the reason, hands the rest to the
+handler, and commits the offsets only after the handler has returned, that is, after its effect
+is durable. A crash anywhere before the commit means the batch is delivered again, so handlers
+must be idempotent (upserts keyed by id); a crash after it loses nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from kafka import KafkaConsumer
+from kafka.errors import CommitFailedError, KafkaError
+from sqlalchemy.exc import OperationalError
+
+from schemas.messages import DeadLetter, Message
+from services.bus.codec import UndecodableMessage, decode_message
+from services.bus.producer import EventProducer
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A decoded message with where it came from."""
+
+    message: Message
+    topic: str  # the logical name, without the settings' prefix
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int
+
+
+class EventConsumer:
+    """Consume ``topics`` in the consumer group ``group_id``; subclasses implement ``handle``."""
+
+    #: Exceptions that mean "the effect could not be made durable now": the batch is retried, never dead-lettered.
+    retryable: tuple[type[BaseException], ...] = (OperationalError, KafkaError, ConnectionError, TimeoutError)
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        topics: Iterable[str],
+        group_id: str,
+        batch_size: int = 500,
+        poll_timeout_ms: int = 500,
+        from_beginning: bool = True,
+        client_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = list(topics)
+        self.group_id = group_id
+        self.batch_size = batch_size
+        self.poll_timeout_ms = poll_timeout_ms
+        self._prefix = settings.topic_prefix
+        self._stop = threading.Event()
+        self._consumer = KafkaConsumer(
+            *(settings.topic(t) for t in self.topics),
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=group_id,
+            client_id=client_id or group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            max_poll_records=batch_size,
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        self._dlq = EventProducer(settings, client_id=f"{group_id}-dlq")
+        self.dead_lettered = 0
+        self.handled = 0
+
+    # -- to implement -------------------------------------------------------------------------------
+    def handle(self, events: list[Event]) -> None:
+        """Make the effect of ``events`` durable. Raise a ``retryable`` error to have the batch retried."""
+        raise NotImplementedError
+
+    def on_idle(self) -> None:
+        """Called when a poll returned nothing; workers use it for periodic duties."""
+
+    # -- running ------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Finish the batch in hand, commit it, and leave ``run``."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def run(self, *, max_events: int | None = None, idle_timeout_s: float | None = None) -> None:
+        """Consume until stopped (or until ``max_events`` handled, or idle for ``idle_timeout_s``)."""
+        last_activity = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                records = self._consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
+                batch = [record for partition_records in records.values() for record in partition_records]
+                if not batch:
+                    self.on_idle()
+                    if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
+                        return
+                    continue
+                last_activity = time.monotonic()
+                self._process(batch)
+                self._commit()
+                if max_events is not None and self.handled + self.dead_lettered >= max_events:
+                    return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._consumer.close(autocommit=False)
+        finally:
+            self._dlq.close()
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _process(self, batch: list) -> None:
+        dead_before = self.dead_lettered
+        events, dead = [], []
+        for record in batch:
+            topic = record.topic[len(self._prefix):] if record.topic.startswith(self._prefix) else record.topic
+            try:
+                message = decode_message(topic, record.value, max_bytes=self.settings.max_message_bytes)
+            except UndecodableMessage as exc:
+                dead.append((record, topic, str(exc)))
+                continue
+            events.append(Event(message, topic, record.partition, record.offset, record.key, record.timestamp))
+        for record, topic, reason in dead:
+            self._send_dead_letter(record, topic, reason)
+        if events:
+            self._handle_with_retries(events)
+        if self.dead_lettered != dead_before:
+            # The dead letters must be durable before the offsets that skip them are committed.
+            self._dlq.flush()
+
+    def _handle_with_retries(self, events: list[Event]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.handle(events)
+                self.handled += len(events)
+                return
+            except self.retryable as exc:
+                if self._stop.is_set():
+                    raise  # leave uncommitted: the batch is delivered again after restart
+                log.warning("%s: effect not durable yet (%s); retrying in %.1fs", self.group_id, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
+                if len(events) == 1:
+                    log.exception("%s: handler failed on one message; dead-lettering it", self.group_id)
+                    self.dead_letter(events[0], f"handler failed: {type(exc).__name__}: {exc}")
+                    return
+                # Find the culprit: the rest of the batch still deserves to be handled.
+                for event in events:
+                    self._handle_with_retries([event])
+                return
+
+    def dead_letter(self, event: Event, reason: str) -> None:
+        """Send a decoded message that cannot be processed to the dead-letter topic (handlers may call this)."""
+        raw = event.message.model_dump_json().encode()
+        self._publish_dead_letter(event.topic, event.partition, event.offset, event.key, raw, reason)
+
+    def _send_dead_letter(self, record, topic: str, reason: str) -> None:
+        self._publish_dead_letter(topic, record.partition, record.offset, record.key, record.value or b"", reason)
+
+    def _publish_dead_letter(
+        self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes, reason: str
+    ) -> None:
+        log.warning("%s: dead letter %s[%d]@%d: %s", self.group_id, topic, partition, offset, reason)
+        letter = DeadLetter(
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            source_key=key.decode(errors="replace") if key else None,
+            consumer_group=self.group_id,
+            raw_b64=base64.b64encode(raw[: self.settings.dlq_raw_bytes]).decode(),
+            raw_size=len(raw),
+            error=reason[:2000],
+        )
+        self._dlq.publish(letter)
+        self.dead_lettered += 1
+
+    def _commit(self) -> None:
+        try:
+            self._consumer.commit()
+        except CommitFailedError as exc:
+            # The group rebalanced while we worked; the new owner gets the batch again, and the
+            # effects are idempotent, so nothing is lost or doubled.
+            log.warning("%s: commit failed after a rebalance: %s", self.group_id, exc)

@@ -1,0 +1,46 @@
+import random
+
+import pytest
+
+from loop.families import get_family, known_families
+from loop.families.arithmetic import Arithmetic
+
+
+def test_unknown_family_names_the_known_ones():
+    with pytest.raises(KeyError, match="unknown task family 'algebra'; known: .*arithmetic"):
+        get_family("algebra")
+    assert "arithmetic" in known_families()
+
+
+def test_problems_have_the_asked_number_of_digits():
+    family = get_family("arithmetic")
+    for difficulty in (1, 3, 7):
+        for problem in family.make_problems(difficulty, 50, random.Random(difficulty)):
+            assert problem.difficulty == difficulty
+            assert len(str(problem.data["a"])) == len(str(problem.data["b"])) == difficulty
+
+
+def test_the_evaluation_suite_is_fixed_and_never_drawn_for_training():
+    suite = get_family("arithmetic").eval_suite(2)
+    assert [p.canonical for p in suite] == [p.canonical for p in Arithmetic().eval_suite(2)]
+    eval_ids = {p.sample_id for p in suite}
+    drawn = get_family("arithmetic").make_problems(2, 2000, random.Random(0))
+    assert not eval_ids & {p.sample_id for p in drawn}
+
+
+def test_answers_round_trip_through_the_model_format():
+    family = get_family("arithmetic")
+    problem = Arithmetic.problem(957, 68)
+    completion = family.write_answer(problem, family.true_answer(problem))
+    assert family.read_answer(problem, completion) == "1025"
+    assert family.read_answer(problem, completion[:-2]) is None
+    assert family.read_answer(problem, "hello") is None
+
+
+def test_plausible_length_filter():
+    family = get_family("arithmetic")
+    problem = Arithmetic.problem(957, 680)
+    assert family.plausible(problem, "1637")[0]
+    assert family.plausible(problem, "637")[0]
+    ok, reason = family.plausible(problem, "16370")
+    assert not ok and "3 or 4 digits" in reason

@@ -1,0 +1,53 @@
+"""A family's verifier chain: run every check, accept only when all pass, label with the majority."""
+
+from __future__ import annotations
+
+from collections.abc import Container, Sequence
+
+from loop.families.base import Problem, TaskFamily
+from schemas.messages import Candidate, Verdict
+from workers.verifier.checks import Check, Reading, build_check
+
+LABEL_FREE_CHECKS = ("format", "self_consistency", "duplicate", "contamination")
+
+
+class VerifierChain:
+    def __init__(self, family: TaskFamily, checks: Sequence[Check]) -> None:
+        self.family = family
+        self.checks = list(checks)
+
+    @classmethod
+    def label_free(
+        cls,
+        family: TaskFamily,
+        *,
+        threshold: float = 0.75,
+        accepted: Container[str] = frozenset(),
+        eval_ids: Container[str] = frozenset(),
+        oracle: bool = False,
+    ) -> "VerifierChain":
+        """The default chain; the true answer decides acceptance only when ``oracle`` is on."""
+        options = {
+            "self_consistency": {"threshold": threshold},
+            "duplicate": {"accepted": accepted},
+            "contamination": {"eval_ids": eval_ids},
+        }
+        names = list(LABEL_FREE_CHECKS) + (["oracle"] if oracle else [])
+        return cls(family, [build_check(name, **options.get(name, {})) for name in names])
+
+    def read(self, candidate: Candidate, problem: Problem) -> Reading:
+        answers = [self.family.read_answer(problem, completion) for completion in candidate.answers]
+        return Reading(candidate, problem, self.family, answers)
+
+    def verify(self, candidate: Candidate, problem: Problem) -> Verdict:
+        reading = self.read(candidate, problem)
+        results = [check.check(reading) for check in self.checks]
+        accepted = all(r.passed for r in results)
+        label, _ = reading.majority
+        return Verdict(
+            sample_id=candidate.sample_id,
+            family=candidate.family,
+            accepted=accepted,
+            label=label if accepted else None,
+            checks=results,
+        )

@@ -1,0 +1,138 @@
+"""Verifier checks: each looks at one candidate and returns a score and a reason.
+
+Checks are registered by name so that a family's chain is configuration (``["format",
+"self_consistency", "duplicate", "contamination"]``); an unknown or duplicate name raises.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+
+from loop.families.base import Problem, TaskFamily
+from schemas.messages import Candidate, CheckResult
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A candidate as the checks see it: its answers read back into canonical form."""
+
+    candidate: Candidate
+    problem: Problem
+    family: TaskFamily
+    answers: list[str | None]  # None: the completion broke the format
+
+    @property
+    def majority(self) -> tuple[str | None, int]:
+        counts = Counter(a for a in self.answers if a is not None)
+        if not counts:
+            return None, 0
+        answer, votes = counts.most_common(1)[0]
+        return answer, votes
+
+
+class Check(ABC):
+    name: str
+
+    @abstractmethod
+    def check(self, reading: Reading) -> CheckResult: ...
+
+    def result(self, passed: bool, score: float, reason: str) -> CheckResult:
+        return CheckResult(name=self.name, passed=passed, score=round(float(score), 6), reason=reason)
+
+
+_CHECKS: dict[str, Callable[..., Check]] = {}
+
+
+def register_check(name: str):
+    def decorate(cls: type[Check]) -> type[Check]:
+        if name in _CHECKS:
+            raise ValueError(f"verifier check {name!r} is already registered")
+        cls.name = name
+        _CHECKS[name] = cls
+        return cls
+
+    return decorate
+
+
+def build_check(name: str, **options: object) -> Check:
+    try:
+        factory = _CHECKS[name]
+    except KeyError:
+        raise KeyError(f"unknown verifier check {name!r}; known: {', '.join(sorted(_CHECKS))}") from None
+    return factory(**options)
+
+
+@register_check("format")
+class FormatAndLength(Check):
+    """The majority answer must be well formed and of a length the problem allows."""
+
+    def check(self, reading: Reading) -> CheckResult:
+        k = len(reading.answers)
+        well_formed = [a for a in reading.answers if a is not None and reading.family.plausible(reading.problem, a)[0]]
+        answer, _ = reading.majority
+        if answer is None:
+            return self.result(False, 0.0, f"none of the {k} answers is well formed")
+        ok, why = reading.family.plausible(reading.problem, answer)
+        return self.result(ok, len(well_formed) / k, f"majority answer: {why}; {len(well_formed)} of {k} well formed")
+
+
+@register_check("self_consistency")
+class SelfConsistency(Check):
+    """Majority vote over the k answers; the winning share must reach the threshold."""
+
+    def __init__(self, threshold: float = 0.75) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"self_consistency threshold must be in (0, 1], got {threshold}")
+        self.threshold = threshold
+
+    def check(self, reading: Reading) -> CheckResult:
+        k = len(reading.answers)
+        answer, votes = reading.majority
+        share = votes / k if k else 0.0
+        passed = answer is not None and share >= self.threshold
+        verb = "reaches" if passed else "is below"
+        return self.result(passed, share, f"{votes} of {k} answers agree on {answer!r}; {share:.2f} {verb} {self.threshold:.2f}")
+
+
+@register_check("duplicate")
+class ExactDuplicate(Check):
+    """A problem already accepted adds nothing (the sample id is a hash of the canonical problem)."""
+
+    def __init__(self, accepted: Container[str] = frozenset()) -> None:
+        self.accepted = accepted
+
+    def check(self, reading: Reading) -> CheckResult:
+        sample_id = reading.problem.sample_id
+        if sample_id in self.accepted:
+            return self.result(False, 1.0, f"exact duplicate of accepted sample {sample_id}")
+        return self.result(True, 0.0, "not seen among accepted samples")
+
+
+@register_check("contamination")
+class Contamination(Check):
+    """A problem of the held-out evaluation suite must never be trained on."""
+
+    def __init__(self, eval_ids: Container[str] = frozenset()) -> None:
+        self.eval_ids = eval_ids
+
+    def check(self, reading: Reading) -> CheckResult:
+        sample_id = reading.problem.sample_id
+        if sample_id in self.eval_ids:
+            return self.result(False, 1.0, f"problem {reading.problem.canonical!r} is in the evaluation suite")
+        return self.result(True, 0.0, "not in the evaluation suite")
+
+
+@register_check("oracle")
+class Oracle(Check):
+    """Only in oracle mode: the majority answer must equal the true answer."""
+
+    def check(self, reading: Reading) -> CheckResult:
+        truth = reading.family.true_answer(reading.problem)
+        answer, _ = reading.majority
+        if truth is None:
+            return self.result(False, 0.0, "the family knows no true answer for this problem")
+        passed = answer == truth
+        return self.result(passed, float(passed), f"majority {answer!r} {'equals' if passed else 'differs from'} the true answer")
