@@ -24,7 +24,9 @@ def create_topics(settings: Settings, *, timeout_s: float = 60.0) -> list[str]:
     try:
         existing = set(admin.list_topics())
         wanted = [
-            NewTopic(name=settings.topic(name), num_partitions=count, replication_factor=1)
+            # Kept forever: replaying the topics is how the store is rebuilt.
+            NewTopic(name=settings.topic(name), num_partitions=count, replication_factor=1,
+                     topic_configs={"retention.ms": "-1"})
             for name, count in PARTITIONS.items()
             if settings.topic(name) not in existing
         ]
