@@ -27,6 +27,12 @@ def decode_message(topic: str, raw: bytes | None, *, max_bytes: int) -> Message:
     if len(raw) > max_bytes:
         raise UndecodableMessage(f"message of {len(raw)} bytes exceeds the cap of {max_bytes} bytes")
     try:
+        # The common case in one pass through pydantic-core (about twice as fast as json.loads + model_validate);
+        # only a message that fails it takes the slow path below, which finds the reason for the dead letter.
+        return model.model_validate_json(raw)
+    except ValidationError:
+        pass
+    try:
         payload = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UndecodableMessage(f"not JSON: {exc}") from None

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from kafka import KafkaConsumer
 from kafka.errors import CommitFailedError, KafkaError
@@ -57,7 +57,9 @@ class EventConsumer:
         poll_timeout_ms: int = 500,
         from_beginning: bool = True,
         client_id: str | None = None,
+        consumer_options: dict[str, Any] | None = None,
     ) -> None:
+        """``consumer_options`` go to ``KafkaConsumer`` as they are (``session_timeout_ms``, ``group_instance_id``...)."""
         self.settings = settings
         self.topics = list(topics)
         self.group_id = group_id
@@ -65,8 +67,7 @@ class EventConsumer:
         self.poll_timeout_ms = poll_timeout_ms
         self._prefix = settings.topic_prefix
         self._stop = threading.Event()
-        self._consumer = KafkaConsumer(
-            *(settings.topic(t) for t in self.topics),
+        config: dict[str, Any] = dict(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=group_id,
             client_id=client_id or group_id,
@@ -75,7 +76,13 @@ class EventConsumer:
             max_poll_records=batch_size,
             fetch_max_bytes=16 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # A worker killed without leaving its group holds its partitions until the session times
+            # out; kafka-python's 45 s default would stall a restarted worker that long.
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
         )
+        config.update(consumer_options or {})
+        self._consumer = KafkaConsumer(*(settings.topic(t) for t in self.topics), **config)
         self._dlq = EventProducer(settings, client_id=f"{group_id}-dlq")
         self.dead_lettered = 0
         self.handled = 0

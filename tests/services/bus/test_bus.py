@@ -1,0 +1,195 @@
+"""The bus against a real broker: every topic round-trips, a group shares partitions, bad input is dead-lettered."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+
+import pytest
+
+from schemas.messages import (
+    MESSAGES,
+    AdapterEvent,
+    Candidate,
+    DeadLetter,
+    EvalResult,
+    EvalScore,
+    GenerateRequest,
+    JobEvent,
+    Message,
+    Verdict,
+)
+from services.bus import Event, EventConsumer, EventProducer, create_topics, encode_message
+from services.settings import Settings
+
+pytestmark = pytest.mark.kafka
+
+T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+class Collector(EventConsumer):
+    """Keeps every event it is handed; ``poison`` problems make the handler fail."""
+
+    def __init__(self, settings: Settings, topics: list[str], *, group_id: str | None = None, **options) -> None:
+        super().__init__(
+            settings, topics=topics, group_id=group_id or f"test-{uuid.uuid4().hex[:8]}", poll_timeout_ms=100, **options
+        )
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def handle(self, events: list[Event]) -> None:
+        if any(getattr(event.message, "problem", None) == "poison" for event in events):
+            raise ValueError("this problem poisons the handler")
+        with self._lock:
+            self.events.extend(events)
+
+    def messages(self) -> list[Message]:
+        with self._lock:
+            return [event.message for event in self.events]
+
+    def assigned(self) -> int:
+        # The test needs to know when the group has settled; the base class keeps its client private.
+        return len(self._consumer.assignment())
+
+
+@contextlib.contextmanager
+def running(*consumers: EventConsumer) -> Iterator[None]:
+    threads = [threading.Thread(target=consumer.run, daemon=True) for consumer in consumers]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in threads), "a consumer did not stop"
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def candidate(i: int, problem: str | None = None) -> Candidate:
+    return Candidate(
+        sample_id=f"s{i:05d}", family="arithmetic", difficulty=2, problem=problem or f"{i}+1=", answers=[str(i + 1)],
+        created_at=T0,
+    )  # fmt: skip
+
+
+def one_of_each() -> list[Message]:
+    messages = [
+        GenerateRequest(request_id="r1", family="arithmetic", difficulty=3, count=8, created_at=T0),
+        candidate(1),
+        Verdict(sample_id="s00001", family="arithmetic", accepted=True, label="2", created_at=T0),
+        AdapterEvent(adapter_id="a1", base_model="builtin", path="/a1", status="trained", created_at=T0),
+        EvalResult(adapter_id="a1", suite="heldout", scores=[EvalScore(family="arithmetic", difficulty=3, accuracy=1.0, n=5)],
+                   created_at=T0),  # fmt: skip
+        JobEvent(job_id="j1", kind="train_adapter", state="progress", progress=0.5, created_at=T0),
+        DeadLetter(source_topic="loop.candidates", partition=0, offset=3, consumer_group="g", raw_b64="", raw_size=0,
+                   error="not JSON", created_at=T0),  # fmt: skip
+    ]
+    assert {type(m).topic for m in messages} == set(MESSAGES)
+    return messages
+
+
+def test_every_topic_round_trips_a_message(settings):
+    create_topics(settings)
+    sent = one_of_each()
+    with EventProducer(settings) as producer:
+        where = {m.topic: producer.publish(m).get(timeout=30) for m in sent}
+    collector = Collector(settings, list(MESSAGES))
+    with running(collector):
+        wait_until(lambda: len(collector.events) >= len(sent), timeout=60, what="one message from every topic")
+    received = {event.topic: event for event in collector.events}
+    assert len(collector.events) == len(sent)
+    for message in sent:
+        event = received[message.topic]
+        assert event.message == message and type(event.message) is type(message)
+        assert event.key == message.key().encode()
+        assert (event.partition, event.offset) == (where[message.topic].partition, where[message.topic].offset)
+    assert collector.dead_lettered == 0
+
+
+def test_two_consumers_of_one_group_share_the_partitions_and_see_each_message_once(settings):
+    create_topics(settings)
+    group = f"test-group-{uuid.uuid4().hex[:8]}"
+    first, second = (Collector(settings, ["loop.candidates"], group_id=group) for _ in range(2))
+    total = 400
+    with running(first, second):
+        wait_until(lambda: first.assigned() and second.assigned() and first.assigned() + second.assigned() == 8,
+                   timeout=60, what="both consumers to own partitions")  # fmt: skip
+        with EventProducer(settings) as producer:
+            for i in range(total):
+                producer.publish(candidate(i))
+        wait_until(lambda: len(first.events) + len(second.events) >= total, timeout=60, what="every message")
+    seen = Counter(m.sample_id for m in first.messages() + second.messages())
+    assert len(seen) == total and max(seen.values()) == 1
+    partitions = [{event.partition for event in consumer.events} for consumer in (first, second)]
+    assert partitions[0] and partitions[1] and not partitions[0] & partitions[1]
+
+
+def test_unreadable_messages_go_to_the_dlq_with_a_reason_and_consuming_goes_on(settings):
+    settings = settings.model_copy(update={"max_message_bytes": 2048, "dlq_raw_bytes": 64})
+    create_topics(settings)
+    good = json.loads(encode_message(candidate(0)))
+    bad = {
+        "not JSON": b"\x00\x9f\xfe random bytes \xff" * 10,
+        "does not match Candidate": json.dumps({"schema_version": 1, "sample_id": 5, "answers": "no"}).encode(),
+        "unknown schema_version 2": json.dumps({**good, "schema_version": 2}).encode(),
+        "exceeds the cap of 2048 bytes": json.dumps({**good, "problem": "x" * 3000}).encode(),
+    }
+    with EventProducer(settings) as producer:
+        # One key, so one partition: the good messages come before and after the bad ones, in that order.
+        key = b"one-partition"
+        first = producer.publish_raw("loop.candidates", encode_message(candidate(1)), key=key).get(timeout=30)
+        where = {reason: producer.publish_raw("loop.candidates", raw, key=key).get(timeout=30) for reason, raw in bad.items()}
+        last = producer.publish_raw("loop.candidates", encode_message(candidate(2)), key=key).get(timeout=30)
+
+    consumer = Collector(settings, ["loop.candidates"])
+    letters = Collector(settings, ["loop.dlq"])
+    with running(consumer, letters):
+        wait_until(lambda: len(consumer.events) == 2 and len(letters.events) == len(bad), timeout=60,
+                   what="the good messages handled and the bad ones dead-lettered")  # fmt: skip
+    assert [m.sample_id for m in consumer.messages()] == ["s00001", "s00002"]
+    assert [e.offset for e in consumer.events] == [first.offset, last.offset]
+    assert consumer.dead_lettered == len(bad) and letters.dead_lettered == 0
+
+    by_offset = {letter.offset: letter for letter in letters.messages()}
+    for reason, raw in bad.items():
+        letter = by_offset[where[reason].offset]
+        assert isinstance(letter, DeadLetter)
+        assert reason in letter.error, (reason, letter.error)
+        assert (letter.source_topic, letter.partition) == ("loop.candidates", where[reason].partition)
+        assert letter.source_key == key.decode() and letter.consumer_group == consumer.group_id
+        assert letter.raw_size == len(raw) and base64.b64decode(letter.raw_b64) == raw[:64]
+
+
+def test_a_message_that_fails_the_handler_is_dead_lettered_alone(settings):
+    create_topics(settings)
+    sent = [candidate(i) for i in range(10)]
+    sent[6] = candidate(6, problem="poison")
+    with EventProducer(settings) as producer:
+        for message in sent:
+            producer.publish_raw("loop.candidates", encode_message(message), key=b"k")
+    consumer = Collector(settings, ["loop.candidates"])
+    letters = Collector(settings, ["loop.dlq"])
+    with running(consumer, letters):
+        wait_until(lambda: len(consumer.events) == 9 and len(letters.events) == 1, timeout=60,
+                   what="nine handled and the poisonous one dead-lettered")  # fmt: skip
+    [letter] = letters.messages()
+    assert "handler failed: ValueError: this problem poisons the handler" in letter.error
+    assert letter.offset == next(e.offset for e in consumer.events if e.message.sample_id == "s00005") + 1
+    assert [m.sample_id for m in consumer.messages()] == [m.sample_id for m in sent if m.problem != "poison"]
