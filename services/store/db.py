@@ -18,7 +18,7 @@ import pydantic_core
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, SQLModel
 
 import schemas.tables  # noqa: F401 - registers every table on SQLModel.metadata
@@ -76,8 +76,11 @@ def create_tables(engine: Engine) -> None:
     """Create the tables that do not exist yet (idempotent; two processes starting at once are fine)."""
     try:
         SQLModel.metadata.create_all(engine)
-    except (IntegrityError, ProgrammingError) as exc:
-        # PostgreSQL: another process created the same table between our check and our CREATE.
+    except (IntegrityError, ProgrammingError, OperationalError) as exc:
+        # Another process created the same table between our check and our CREATE
+        # (PostgreSQL says IntegrityError/ProgrammingError, SQLite OperationalError "already exists").
+        if isinstance(exc, OperationalError) and "already exists" not in str(exc):
+            raise
         log.info("tables created concurrently (%s); checking again", type(exc).__name__)
         SQLModel.metadata.create_all(engine)
 

@@ -1,0 +1,450 @@
+"""A job's life: submitted, started, progressing, and ended (succeeded, failed or cancelled), on ``loop.jobs``.
+
+Writing a job::
+
+    from services.jobs import JobContext, job_task
+
+    @job_task(queue="train", soft_time_limit=4 * 3600)
+    def train_adapter(ctx: JobContext, *, snapshot_id: str) -> dict:
+        for step in range(steps):
+            ...
+            ctx.progress((step + 1) / steps, f"step {step + 1}/{steps}")  # also where a cancel takes effect
+        return {"adapter_id": adapter_id}                                   # the result of ``succeeded``
+
+Running one: ``job_id = submit_job("train_adapter", {"snapshot_id": "..."})``; watching it:
+``job_status(job_id)`` or the ``loop.jobs`` topic; stopping it: ``request_cancel(job_id)``.
+
+Cancelling is cooperative and works the same on every broker: ``request_cancel`` publishes ``cancelling`` and
+sets ``Job.cancel_requested`` in the SQL store; the job reads that flag when it starts (a job cancelled while
+still queued ends ``cancelled`` without running) and at ``ctx.progress``/``ctx.check_cancelled`` (a running job
+raises ``JobCancelled`` there and ends ``cancelled``). A job that does not call them runs to its end or its
+time limit.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from types import SimpleNamespace
+from typing import Any, Callable
+from uuid import uuid4
+
+from celery import Task, shared_task, signals, states
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from schemas.messages import JobEvent
+from schemas.tables import Job, JobPublic
+from services.bus import EventProducer
+from services.jobs.app import (
+    DEFAULT_SOFT_TIME_LIMIT_S,
+    DEFAULT_TIME_LIMIT_S,
+    HARD_LIMIT_GRACE_S,
+    MAX_JOB_SECONDS,
+    get_app,
+    queue_for,
+    register_route,
+)
+from services.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+#: The Celery state a job is in between ``submit_job`` and a worker taking it (Celery's PENDING means "unknown").
+QUEUED = "QUEUED"
+PROGRESS = "PROGRESS"
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+PUBLISH_TIMEOUT_S = 30.0
+
+
+class JobCancelled(Exception):
+    """Raised in a job by ``progress``/``check_cancelled`` once a cancel was requested; the job ends ``cancelled``."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job this process knows: its function and the queue it runs on."""
+
+    name: str
+    queue: str
+    fn: Callable[..., Any]
+
+
+#: Every job registered with ``@job_task`` in this process, by name.
+JOBS: dict[str, JobSpec] = {}
+
+
+# -- per-process connections (a worker's pool children are forked: each makes its own) --------------------
+
+
+_producers: dict[tuple[int, str], EventProducer] = {}
+_producers_lock = threading.Lock()
+
+
+def _producer(settings: Settings) -> EventProducer:
+    key = (os.getpid(), settings.model_dump_json())
+    with _producers_lock:
+        if key not in _producers:
+            _producers[key] = EventProducer(settings, client_id=f"loop-jobs-{os.getpid()}")
+        return _producers[key]
+
+
+@functools.cache
+def _store(pid: int, store_url: str) -> Engine:
+    from services.store.db import open_store
+
+    return open_store(url=store_url)
+
+
+def publish_job_event(event: JobEvent, settings: Settings, *, wait: bool = False) -> None:
+    """Publish ``event`` on ``loop.jobs``; ``wait`` blocks until Kafka has it (before anything that must follow it)."""
+    future = _producer(settings).publish(event)
+    if wait:
+        future.get(timeout=PUBLISH_TIMEOUT_S)
+
+
+def close_publishers() -> None:
+    """Flush and close this process's producers (at worker shutdown, and between tests)."""
+    with _producers_lock:
+        mine = [key for key in _producers if key[0] == os.getpid()]
+        producers = [_producers.pop(key) for key in mine]
+        _producers.clear()  # a forked child's copies of its parent's producers are not its to close
+    for producer in producers:
+        producer.close(timeout=PUBLISH_TIMEOUT_S)
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _close_on_shutdown(**_kwargs) -> None:
+    try:
+        close_publishers()
+    except Exception:  # noqa: BLE001 - shutting down anyway; the terminal events were already waited for
+        log.exception("closing the job event producers failed")
+
+
+@signals.task_unknown.connect
+def _unknown_job(sender=None, name: str = "", id: str = "", **_kwargs) -> None:  # noqa: A002 - the signal's name
+    # A job name no module of this worker defines (a typo, or a worker without the trainer): the job
+    # would otherwise stay "queued" forever. Celery has stored the failure; the topic gets it too.
+    settings = getattr(getattr(sender, "app", None), "loop_settings", None) or get_settings()
+    event = JobEvent(job_id=id, kind=name, state="failed", message=f"no job named {name!r} in worker "
+                     f"{getattr(sender, 'hostname', '?')}", result=_error("NotRegistered", name))  # fmt: skip
+    publish_job_event(event, settings, wait=True)
+
+
+def _cancel_flag(settings: Settings, job_id: str) -> bool:
+    try:
+        with _store(os.getpid(), settings.store_url).connect() as connection:
+            return bool(connection.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar())
+    except SQLAlchemyError as exc:  # a busy store must not fail the job; the next check sees the flag
+        log.warning("could not read the cancel flag of job %s: %s", job_id, exc)
+        return False
+
+
+# -- inside a job ------------------------------------------------------------------------------------------
+
+
+class JobContext:
+    """What a running job uses to report progress and to notice that it was cancelled."""
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        kind: str,
+        settings: Settings,
+        task: Task | None = None,
+        progress_interval_s: float = 1.0,
+        cancel_check_interval_s: float = 0.5,
+    ) -> None:
+        self.job_id = job_id
+        self.kind = kind
+        self.settings = settings
+        self.task = task
+        self.progress_interval_s = progress_interval_s
+        self.cancel_check_interval_s = cancel_check_interval_s
+        self.fraction = 0.0
+        self._last_progress = float("-inf")
+        self._last_cancel_check = float("-inf")
+        self._cancel_seen = False
+
+    def publish(self, state: str, *, message: str = "", result: dict | None = None, wait: bool = False) -> None:
+        event = JobEvent(job_id=self.job_id, kind=self.kind, state=state, progress=self.fraction,
+                         message=message[:2000], result=result)  # fmt: skip
+        publish_job_event(event, self.settings, wait=wait)
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report ``fraction`` done (0..1); published at most every ``progress_interval_s``. Raises ``JobCancelled``."""
+        self.fraction = min(1.0, max(0.0, float(fraction)))
+        now = time.monotonic()
+        if now - self._last_progress >= self.progress_interval_s:
+            self._last_progress = now
+            self.publish("progress", message=message)
+            if self.task is not None:
+                meta = {"kind": self.kind, "progress": self.fraction, "message": message}
+                self.task.update_state(state=PROGRESS, meta=meta)
+        self.check_cancelled()
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether a cancel was requested (the store is read at most every ``cancel_check_interval_s``)."""
+        now = time.monotonic()
+        if not self._cancel_seen and now - self._last_cancel_check >= self.cancel_check_interval_s:
+            self._last_cancel_check = now
+            self._cancel_seen = _cancel_flag(self.settings, self.job_id)
+        return self._cancel_seen
+
+    def check_cancelled(self) -> None:
+        """Raise ``JobCancelled`` if a cancel was requested; call it where stopping is safe."""
+        if self.cancel_requested:
+            raise JobCancelled(f"cancelled at {self.fraction:.0%}")
+
+
+class JobTask(Task):
+    """The Celery task class of every job: runs the job function between its lifecycle events."""
+
+    job_fn: Callable[..., Any]
+    progress_interval_s = 1.0
+    cancel_check_interval_s = 0.5
+
+    @property
+    def loop_settings(self) -> Settings:
+        return getattr(self.app, "loop_settings", None) or get_settings()
+
+    def run_job(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        ctx = JobContext(
+            job_id=self.request.id,
+            kind=self.name,
+            settings=self.loop_settings,
+            task=self,
+            progress_interval_s=self.progress_interval_s,
+            cancel_check_interval_s=self.cancel_check_interval_s,
+        )
+        if ctx.cancel_requested:
+            self._end_cancelled(ctx, "cancelled before it started")
+        ctx.publish("started", message=f"started by {self.request.hostname} (pid {os.getpid()})")
+        try:
+            value = self.job_fn(ctx, **kwargs)
+        except JobCancelled as exc:
+            self._end_cancelled(ctx, str(exc))
+        except SoftTimeLimitExceeded as exc:
+            limit = self.request.timelimit[1] if self.request.timelimit else None
+            limit = limit or self.soft_time_limit or self.app.conf.task_soft_time_limit
+            self._end_failed(ctx, exc, f"soft time limit of {limit}s exceeded")
+            raise
+        except Exception as exc:
+            self._end_failed(ctx, exc, f"{type(exc).__name__}: {exc}")
+            raise
+        result = value if isinstance(value, dict) else ({} if value is None else {"value": value})
+        ctx.fraction = 1.0
+        # Each end is stored in Celery's result before it is published: whoever sees the event and then asks
+        # job_status gets the same answer. (Celery stores it once more when the task returns; that is harmless.)
+        self.backend.mark_as_done(ctx.job_id, result, request=self.request)
+        ctx.publish("succeeded", result=result, wait=True)
+        return result
+
+    def _end_failed(self, ctx: JobContext, exc: BaseException, message: str) -> None:
+        self.backend.mark_as_failure(ctx.job_id, exc, request=self.request)
+        ctx.publish("failed", message=message, result=_error(type(exc).__name__, str(exc)), wait=True)
+
+    def _end_cancelled(self, ctx: JobContext, message: str) -> None:
+        self.backend.mark_as_revoked(ctx.job_id, message, request=self.request)
+        ctx.publish("cancelled", message=message, wait=True)
+        raise Ignore()  # acknowledged, and Celery keeps the REVOKED state written above
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        # A hard time limit kills the child; the worker's main process reports it here (any other error
+        # was already published by run_job in the child).
+        if isinstance(exc, TimeLimitExceeded):
+            limit = exc.args[0] if exc.args else "?"
+            event = JobEvent(job_id=task_id, kind=self.name, state="failed", message=f"hard time limit of {limit}s "
+                             "exceeded; the job was killed", result=_error("TimeLimitExceeded", str(limit)))
+            publish_job_event(event, self.loop_settings, wait=True)
+
+
+def _error(error_type: str, error: str) -> dict[str, str]:
+    return {"error_type": error_type, "error": error[:2000]}
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def _time_limits(job_name: str, soft: float | None, hard: float | None) -> tuple[float, float]:
+    """Both limits of a job, the soft one first: a hard limit below the soft one would only act after the soft
+    one (Celery arms the hard timer when the soft one fires), so a job that sets one gets the other to match."""
+    if soft is None and hard is None:
+        return DEFAULT_SOFT_TIME_LIMIT_S, DEFAULT_TIME_LIMIT_S
+    if hard is None:
+        hard = soft + HARD_LIMIT_GRACE_S
+    if soft is None:
+        soft = max(hard - HARD_LIMIT_GRACE_S, hard * 0.9)
+    if not 0 < soft < hard:
+        raise ValueError(f"job {job_name!r}: the soft time limit ({soft}s) must be above 0 and below the hard one "
+                         f"({hard}s)")  # fmt: skip
+    if hard > MAX_JOB_SECONDS:
+        raise ValueError(f"job {job_name!r}: a time limit above {MAX_JOB_SECONDS}s would outlast Redis' visibility "
+                         "timeout and run the job twice; raise app.MAX_JOB_SECONDS with it")  # fmt: skip
+    return soft, hard
+
+
+def job_task(
+    fn: Callable[..., Any] | None = None,
+    *,
+    queue: str = "default",
+    name: str | None = None,
+    soft_time_limit: float | None = None,
+    time_limit: float | None = None,
+    progress_interval_s: float = 1.0,
+    cancel_check_interval_s: float = 0.5,
+):
+    """Register ``fn(ctx, **kwargs) -> dict`` as a job named ``name`` (default: the function's name) on ``queue``.
+
+    Every Celery app of this process gets it; a worker runs it if the module defining it is in
+    ``app.JOB_MODULES``, is a ``workers/<role>/jobs.py``, or is passed with ``--include``.
+    """
+
+    def decorate(fn: Callable[..., Any]):
+        job_name = name or fn.__name__
+        soft, hard = _time_limits(job_name, soft_time_limit, time_limit)
+        known = JOBS.get(job_name)
+        if known is not None and _origin(known.fn) != _origin(fn):  # the same function imported again is fine
+            raise ValueError(f"a job named {job_name!r} is already registered by {_origin(known.fn)}")
+        register_route(job_name, queue)
+        JOBS[job_name] = JobSpec(job_name, queue, fn)
+
+        def run(task: JobTask, **kwargs: Any) -> dict[str, Any]:
+            return task.run_job(kwargs)
+
+        run.__name__, run.__qualname__, run.__module__ = fn.__name__, fn.__qualname__, fn.__module__
+        run.__doc__ = fn.__doc__
+        options: dict[str, Any] = dict(
+            name=job_name, bind=True, base=JobTask, queue=queue, job_fn=staticmethod(fn),
+            progress_interval_s=progress_interval_s, cancel_check_interval_s=cancel_check_interval_s,
+            soft_time_limit=soft, time_limit=hard,
+        )  # fmt: skip
+        return shared_task(**options)(run)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+# -- outside a job -----------------------------------------------------------------------------------------
+
+
+def submit_job(
+    kind: str,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    settings: Settings | None = None,
+    job_id: str | None = None,
+    countdown: float | None = None,
+) -> str:
+    """Queue the job ``kind`` with keyword arguments ``kwargs``; publishes ``queued`` and returns the job id."""
+    settings = settings or get_settings()
+    kwargs = dict(kwargs or {})
+    json.dumps(kwargs)  # a job's arguments travel as JSON: fail here, not in the worker
+    if kind in JOBS:
+        inspect.signature(JOBS[kind].fn).bind(None, **kwargs)  # TypeError now rather than a failed job later
+    job_id = job_id or uuid4().hex
+    queue = queue_for(kind)
+    app = get_app(settings)
+    # Kafka must have ``queued`` before a worker can publish ``started`` (another producer, same partition).
+    queued = JobEvent(job_id=job_id, kind=kind, state="queued", progress=0.0, message=f"queued on {queue}")
+    publish_job_event(queued, settings, wait=True)
+    try:
+        # Celery says PENDING for ids it does not know; QUEUED tells job_status that this one exists.
+        request = SimpleNamespace(task=kind, args=[], kwargs=kwargs, hostname=None, retries=0,
+                                  delivery_info={"routing_key": queue})  # fmt: skip
+        app.backend.store_result(job_id, {"kind": kind, "progress": 0.0, "message": queued.message}, QUEUED,
+                                 request=request)  # fmt: skip
+        app.send_task(kind, kwargs=kwargs, task_id=job_id, queue=queue, countdown=countdown)
+    except Exception as exc:
+        failed = JobEvent(job_id=job_id, kind=kind, state="failed", progress=0.0, message=f"could not be queued: "
+                          f"{type(exc).__name__}: {exc}"[:2000], result=_error(type(exc).__name__, str(exc)))
+        publish_job_event(failed, settings, wait=True)
+        raise
+    return job_id
+
+
+def request_cancel(job_id: str, *, settings: Settings | None = None) -> bool:
+    """Ask the job to stop; ``False`` if it had already ended, ``LookupError`` if there is no such job.
+
+    A queued job ends ``cancelled`` when a worker takes it, without running; a running one at its next check.
+    """
+    settings = settings or get_settings()
+    status = job_status(job_id, settings=settings)
+    if status is None:
+        raise LookupError(f"no job {job_id}")
+    if status.state in TERMINAL_STATES:
+        return False
+    # ``cancelling`` goes out before the flag is set, so that it precedes the job's ``cancelled`` on the topic.
+    event = JobEvent(job_id=job_id, kind=status.kind or "unknown", state="cancelling", progress=status.progress,
+                     message="cancel requested")  # fmt: skip
+    publish_job_event(event, settings, wait=True)
+    _record_cancel_request(settings, job_id, event.kind)
+    return True
+
+
+def _record_cancel_request(settings: Settings, job_id: str, kind: str) -> None:
+    engine = _store(os.getpid(), settings.store_url)
+    for _attempt in range(3):
+        try:
+            with engine.begin() as connection:
+                # Only the flag: every other column is the store writer's, from the events.
+                done = connection.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+                if done.rowcount == 0:
+                    now = datetime.now(timezone.utc)
+                    connection.execute(insert(Job).values(id=job_id, kind=kind, state="cancelling", message="cancel "
+                                                          "requested", cancel_requested=True, updated_at=now))
+            return
+        except IntegrityError:
+            continue  # the store writer inserted the row meanwhile: update it
+    raise RuntimeError(f"could not record the cancel request of job {job_id}")
+
+
+def job_status(job_id: str, *, settings: Settings | None = None) -> JobPublic | None:
+    """The job as a user sees it: its row in the store, brought up to date by Celery's result; None if unknown."""
+    settings = settings or get_settings()
+    with _store(os.getpid(), settings.store_url).connect() as connection:
+        row = connection.execute(select(Job).where(Job.id == job_id)).mappings().first()
+    job = JobPublic.model_validate(dict(row)) if row is not None else None
+    if job is not None and job.state in TERMINAL_STATES:
+        return job  # the store has the job's last event, and Celery stored its end before that was published
+    meta = get_app(settings).backend.get_task_meta(job_id)
+    status = meta.get("status", states.PENDING)
+    if status == states.PENDING:
+        return job
+    fields = _fields_from_celery(status, meta)
+    if job is None:
+        job = JobPublic(id=job_id, kind=meta.get("name") or "", **fields)
+    else:
+        job = job.model_copy(update=fields)
+    if job.cancel_requested and job.state not in TERMINAL_STATES:
+        job = job.model_copy(update={"state": "cancelling"})
+    return job
+
+
+def _fields_from_celery(status: str, meta: dict[str, Any]) -> dict[str, Any]:
+    info = meta.get("result")
+    done = meta.get("date_done")
+    fields: dict[str, Any] = {"updated_at": done} if isinstance(done, datetime) else {}
+    if status in (QUEUED, states.RETRY, states.RECEIVED):
+        return fields | {"state": "queued", "progress": 0.0}
+    if status == states.STARTED:
+        return fields | {"state": "started", "progress": 0.0}
+    if status == PROGRESS:
+        info = info if isinstance(info, dict) else {}
+        return fields | {"state": "progress", "progress": info.get("progress"), "message": info.get("message", "")}
+    if status == states.SUCCESS:
+        return fields | {"state": "succeeded", "progress": 1.0, "result": info if isinstance(info, dict) else {}}
+    if status == states.REVOKED:
+        return fields | {"state": "cancelled", "message": str(info or "cancelled")}
+    error = _error(type(info).__name__, str(info))
+    return fields | {"state": "failed", "message": f"{error['error_type']}: {error['error']}", "result": error}
