@@ -34,6 +34,10 @@ class Settings(BaseSettings):
         default=None,
         description="Celery broker; default: the SQLAlchemy transport over celery-broker.sqlite in the data directory.",
     )
+    model_dir: Path | None = Field(
+        default=None,
+        description="A local Hugging Face causal-LM directory; default: the builtin model, trained on first start.",
+    )
     topic_prefix: str = Field(
         default="",
         description="Prepended to every topic name, so that several loops (or test sessions) share one cluster.",
@@ -81,6 +85,14 @@ class Settings(BaseSettings):
     @property
     def broker_url(self) -> str:
         return self.celery_broker_url or f"sqla+sqlite:///{self.data_dir / 'celery-broker.sqlite'}"
+
+    @property
+    def builtin_model_dir(self) -> Path:
+        return self.data_dir / "models" / "builtin"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
 
     def topic(self, name: str) -> str:
         """The full topic name for one of the design's topics (``loop.candidates`` ...)."""

@@ -1,6 +1,6 @@
 """Addition of d-digit numbers: the headline family, label-free by default.
 
-Difficulty is the number of digits of both operands. The model-facing text (digit order, padding,
+Difficulty is the number of digits of the longer operand; the other has any length up to it. The model-facing text (digit order, padding,
 position hints) lives in ``workers.model.arithmetic_format``; here the canonical problem is plain
 ``a+b`` and the canonical answer plain decimal digits.
 """
@@ -10,34 +10,34 @@ from __future__ import annotations
 import functools
 import random
 
-from loop.families.base import Problem, TaskFamily
+from loop.families.base import Example, Problem, TaskFamily
 from loop.families.registry import register_family
 from workers.model import arithmetic_format as fmt
 
 
 @register_family("arithmetic")
 class Arithmetic(TaskFamily):
-    def __init__(self, *, eval_seed: int = 20_250_101, eval_size: int = 200) -> None:
+    def __init__(
+        self, *, eval_seed: int = 20_250_101, eval_size: int = 200, easy_digits: int = 5, wider_share: float = 0.25
+    ) -> None:
+        """``easy_digits``: the labelled range the base model was trained on (replayed every round);
+        ``wider_share``: share of training examples padded one digit wider (see docs/recipe.md)."""
         self.eval_seed = eval_seed
         self.eval_size = eval_size
+        self.easy_digits = easy_digits
+        self.wider_share = wider_share
 
     @staticmethod
     def problem(a: int, b: int) -> Problem:
         return Problem("arithmetic", fmt.digit_count(a, b), f"{a}+{b}", {"a": a, "b": b})
 
-    @staticmethod
-    def _operand(difficulty: int, rng: random.Random) -> int:
-        low = 0 if difficulty == 1 else 10 ** (difficulty - 1)
-        return rng.randrange(low, 10**difficulty)
-
     def _draw(self, difficulty: int, count: int, rng: random.Random, exclude: set[str]) -> list[Problem]:
         if difficulty < 1:
             raise ValueError(f"difficulty is a digit count, at least 1; got {difficulty}")
         problems: dict[str, Problem] = {}
-        capacity = (10**difficulty - (10 ** (difficulty - 1) if difficulty > 1 else 0)) ** 2
-        count = min(count, capacity - len(exclude))
+        count = min(count, self.capacity(difficulty) - len(exclude))
         while len(problems) < count:
-            p = self.problem(self._operand(difficulty, rng), self._operand(difficulty, rng))
+            p = self.problem(*fmt.random_problem(difficulty, rng))
             if p.sample_id not in exclude:
                 problems.setdefault(p.sample_id, p)
         return list(problems.values())
@@ -45,10 +45,16 @@ class Arithmetic(TaskFamily):
     def make_problems(self, difficulty: int, count: int, rng: random.Random) -> list[Problem]:
         return self._draw(difficulty, count, rng, self._eval_ids(difficulty))
 
+    @staticmethod
+    def capacity(difficulty: int) -> int:
+        """How many distinct problems a difficulty holds (pairs whose longer operand has that many digits)."""
+        return 10 ** (2 * difficulty) - (10 ** (2 * difficulty - 2) if difficulty > 1 else 0)
+
     @functools.cache
     def eval_suite(self, difficulty: int) -> list[Problem]:
+        # At most a quarter of a small difficulty is held out, so that training still sees most of it.
         rng = random.Random(self.eval_seed * 1000 + difficulty)
-        return self._draw(difficulty, self.eval_size, rng, set())
+        return self._draw(difficulty, min(self.eval_size, self.capacity(difficulty) // 4), rng, set())
 
     @functools.cache
     def _eval_ids(self, difficulty: int) -> frozenset[str]:
@@ -68,6 +74,24 @@ class Arithmetic(TaskFamily):
     def write_answer(self, problem: Problem, answer: str) -> str:
         return fmt.format_answer(int(answer), self.width(problem))
 
+    def training_example(self, problem: Problem, answer: str, rng: random.Random) -> Example:
+        extra = int(rng.random() < self.wider_share)
+        example = fmt.format_example(problem.data["a"], problem.data["b"], total=int(answer), extra_width=extra)
+        return Example(example.prompt, example.answer)
+
+    def replay_examples(self, rng: random.Random, count: int) -> list[Example]:
+        """Labelled easy problems, longer lengths weighted up as in the bootstrap, the evaluation suite excluded."""
+        lengths = list(range(1, self.easy_digits + 1))
+        examples: list[Example] = []
+        while len(examples) < count:
+            problem = self.problem(*fmt.random_problem(rng.choices(lengths, weights=lengths)[0], rng))
+            if problem.sample_id not in self._eval_ids(problem.difficulty):
+                examples.append(self.training_example(problem, self.true_answer(problem), rng))
+        return examples
+
+    def answer_budget(self, problem: Problem) -> int:
+        return len(fmt.format_answer(0, self.width(problem))) + 2
+
     def true_answer(self, problem: Problem) -> str:
         return str(problem.data["a"] + problem.data["b"])
 
@@ -79,7 +103,8 @@ class Arithmetic(TaskFamily):
             return False, f"a sum of {longest}-digit numbers has {longest} or {longest + 1} digits, not {len(answer)}"
         return True, f"{len(answer)} digits, as a sum of {longest}-digit numbers should"
 
-    @staticmethod
-    def problem_from(canonical: str) -> Problem:
-        a, _, b = canonical.partition("+")
-        return Arithmetic.problem(int(a), int(b))
+    def parse_problem(self, canonical: str, difficulty: int = 0, data: dict | None = None) -> Problem:
+        a, plus, b = canonical.partition("+")
+        if not plus or not a.isdigit() or not b.isdigit():
+            raise ValueError(f"not an addition problem: {canonical!r}")
+        return self.problem(int(a), int(b))

@@ -12,6 +12,14 @@ from schemas.messages import sample_id_for
 
 
 @dataclass(frozen=True)
+class Example:
+    """One training example: the prompt and the completion to learn."""
+
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
 class Problem:
     family: str
     difficulty: int
@@ -53,6 +61,22 @@ class TaskFamily(ABC):
     @abstractmethod
     def eval_suite(self, difficulty: int) -> list[Problem]:
         """The held-out problems of one difficulty: fixed seed, never trained on."""
+
+    def answer_budget(self, problem: Problem) -> int:
+        """How many new tokens an answer may take; generation stops there."""
+        return 32
+
+    def parse_problem(self, canonical: str, difficulty: int, data: dict[str, Any] | None = None) -> Problem:
+        """The problem a candidate names (workers pass problems over Kafka in canonical form)."""
+        return Problem(self.name, difficulty, canonical, dict(data or {}))
+
+    def training_example(self, problem: Problem, answer: str, rng: random.Random) -> Example:
+        """The example a sample with this (self-generated) answer teaches."""
+        return Example(self.prompt(problem), self.write_answer(problem, answer))
+
+    def replay_examples(self, rng: random.Random, count: int) -> list[Example]:
+        """Examples of the original easy data the base model was trained on, mixed into every round."""
+        return []
 
     def eval_ids(self, difficulties: range | list[int]) -> set[str]:
         return {p.sample_id for d in difficulties for p in self.eval_suite(d)}

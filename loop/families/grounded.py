@@ -1,0 +1,277 @@
+"""Grounded QA: questions about a corpus, answered closed-book, accepted only when the corpus supports the answer.
+
+The builtin corpus is a synthetic world generated from a seed (``loop.families.world``): a few hundred people,
+their home town, job, favourite colour, pet and age, written as one passage each. Questions come from templates
+(``where does Kavo live``); a real LLM can write them instead from ``question_prompt(passage)``, and
+``problem_from_question`` turns what it wrote back into a problem. The model answers without the corpus; the
+verifier's evidence check retrieves passages and accepts only an answer they support.
+
+Some questions have no answer in the corpus: the attribute is missing from the person's passage, or the person
+is not in the world at all. Their accepted answer is ``UNKNOWN`` ("I do not know": the builtin model's characters
+have no apostrophe; "I don't know" and "I dont know" are read as the same answer).
+
+Difficulty is a tier of the world: the people are split into ``tiers`` groups, and tier ``d`` asks about group
+``d`` only (with its own share of unanswerable questions). The base model is taught the QA format on the first
+``easy_tiers`` (``replay_examples``); the loop teaches itself the rest from what the evidence check accepts.
+
+The held-out suite of a tier asks about facts that training never asks about (a fixed share of each tier's
+facts, and a fixed set of strangers), in phrasings training never uses; it has answerable and unanswerable
+questions, and ``answer_rates`` splits a score into answerable accuracy and hallucination on unanswerable.
+
+Prompts and answers use only letters, digits, spaces and ``.``: ``Q: where does Kavo live. A:`` then `` Tesa.``
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from collections.abc import Sequence
+
+from loop.families.base import Example, Problem, TaskFamily
+from loop.families.registry import register_family
+from loop.families.world import RELATIONS, Passage, World, build_world
+
+UNKNOWN = "I do not know"
+_UNKNOWN_FORMS = {"i do not know", "i don't know", "i dont know", "idk", "unknown", "i do not know that"}
+
+# Phrasings the loop trains on, and phrasings only the held-out suite uses.
+TRAIN_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "home": ("where does {e} live", "which town does {e} live in", "what is the home town of {e}"),
+    "job": ("what does {e} work as", "what is the job of {e}", "what work does {e} do"),
+    "color": ("what color does {e} like", "what is the favorite color of {e}"),
+    "pet": ("what pet does {e} have", "which animal does {e} keep as a pet"),
+    "age": ("how old is {e}", "what is the age of {e}"),
+}
+HELDOUT_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "home": ("{e} lives in which town", "name the town where {e} lives"),
+    "job": ("{e} works as what", "name the job {e} does"),
+    "color": ("{e} likes which color", "name the color {e} likes"),
+    "pet": ("{e} has which pet", "name the pet of {e}"),
+    "age": ("{e} is how many years old", "tell the age of {e}"),
+}
+
+QUESTION_PROMPT = """Write one short question that the passage below answers, about one person and one fact.
+Use only letters and spaces, no question mark. Reply with the question only.
+
+Passage: {passage}
+Question:"""
+
+
+@register_family("grounded")
+class GroundedQA(TaskFamily):
+    unknown_answer = UNKNOWN
+
+    def __init__(
+        self,
+        *,
+        seed: int = 7,
+        entities: int = 240,
+        tiers: int = 3,
+        easy_tiers: int = 1,
+        unanswerable_share: float = 0.25,
+        eval_share: float = 0.2,
+        eval_size: int = 60,
+    ) -> None:
+        """``eval_share``: the share of each tier's facts held out for evaluation (never asked in training);
+        ``eval_size``: answerable held-out questions per tier (plus a third as many unanswerable ones)."""
+        if not 1 <= easy_tiers <= tiers or tiers > entities:
+            raise ValueError("need 1 <= easy_tiers <= tiers <= entities")
+        if not 0.0 <= unanswerable_share < 1.0 or not 0.0 < eval_share < 1.0:
+            raise ValueError("unanswerable_share must be in [0, 1) and eval_share in (0, 1)")
+        self.seed = seed
+        self.tiers = tiers
+        self.easy_tiers = easy_tiers
+        self.unanswerable_share = unanswerable_share
+        self.eval_share = eval_share
+        self.eval_size = eval_size
+        self.world: World = build_world(seed=seed, entities=entities, strangers=entities)
+
+    # -- the corpus ---------------------------------------------------------------------------------------------
+    def corpus(self) -> list[Passage]:
+        """The reference passages the evidence check retrieves from."""
+        return list(self.world.passages)
+
+    @property
+    def difficulties(self) -> range:
+        return range(1, self.tiers + 1)
+
+    def subject(self, problem: Problem) -> str | None:
+        """The person a question is about: what a passage must mention to answer it."""
+        return problem.data.get("entity") or _capitalized(problem.canonical)
+
+    def question(self, problem: Problem) -> str:
+        return problem.canonical
+
+    # -- facts by tier ------------------------------------------------------------------------------------------
+    def _tier_of(self, index: int, total: int) -> int:
+        return index * self.tiers // total + 1
+
+    @functools.cached_property
+    def _facts(self) -> dict[int, dict[str, list[tuple[str, str]]]]:
+        """tier -> {"known" | "missing" | "stranger": [(entity, relation)]}, in a fixed order."""
+        facts: dict[int, dict[str, list[tuple[str, str]]]] = {
+            t: {"known": [], "missing": [], "stranger": []} for t in self.difficulties
+        }
+        names, strangers = self.world.names, self.world.strangers
+        for i, name in enumerate(names):
+            for relation in RELATIONS:
+                kind = "known" if relation in self.world.people[name] else "missing"
+                facts[self._tier_of(i, len(names))][kind].append((name, relation))
+        for i, name in enumerate(strangers):
+            for relation in RELATIONS:
+                facts[self._tier_of(i, len(strangers))]["stranger"].append((name, relation))
+        return facts
+
+    @functools.cached_property
+    def _held_out(self) -> frozenset[tuple[str, str]]:
+        """The facts (and strangers, all their relations) that only the evaluation suite asks about."""
+        rng = random.Random(self.seed * 7919 + 1)
+        held: set[tuple[str, str]] = set()
+        for tier in self.difficulties:
+            for kind in ("known", "missing"):
+                pool = self._facts[tier][kind]
+                held.update(rng.sample(pool, round(len(pool) * self.eval_share)))
+            names = sorted({name for name, _ in self._facts[tier]["stranger"]})
+            for name in rng.sample(names, round(len(names) * self.eval_share)):
+                held.update((name, relation) for relation in RELATIONS)
+        return frozenset(held)
+
+    def _problem(self, entity: str, relation: str, template: str, difficulty: int, phrasing: str) -> Problem:
+        answer = self.world.fact(entity, relation)
+        question = template.format(e=entity)
+        data = {"entity": entity, "relation": relation, "answerable": answer is not None,
+                "answer": answer if answer is not None else UNKNOWN, "phrasing": phrasing}
+        return Problem("grounded", difficulty, question, data)
+
+    def _check_difficulty(self, difficulty: int) -> None:
+        if difficulty not in self.difficulties:
+            raise ValueError(f"grounded difficulty is a tier in 1..{self.tiers}, got {difficulty}")
+
+    # -- problems -------------------------------------------------------------------------------------------------
+    def make_problems(self, difficulty: int, count: int, rng: random.Random) -> list[Problem]:
+        """Training questions about tier ``difficulty`` (training phrasings, held-out facts excluded), with about
+        ``unanswerable_share`` of them unanswerable (a missing attribute or a stranger, half and half)."""
+        self._check_difficulty(difficulty)
+        pools = {kind: [f for f in facts if f not in self._held_out]
+                 for kind, facts in self._facts[difficulty].items()}
+        capacity = sum(len(TRAIN_TEMPLATES[r]) for pool in pools.values() for _, r in pool)
+        problems: dict[str, Problem] = {}
+        count = min(count, capacity)
+        while len(problems) < count:
+            if rng.random() >= self.unanswerable_share or not (pools["missing"] or pools["stranger"]):
+                kind = "known"
+            else:
+                kind = "missing" if pools["missing"] and (rng.random() < 0.5 or not pools["stranger"]) else "stranger"
+            if not pools[kind]:
+                kind = next(k for k in ("known", "missing", "stranger") if pools[k])
+            entity, relation = rng.choice(pools[kind])
+            problem = self._problem(entity, relation, rng.choice(TRAIN_TEMPLATES[relation]), difficulty, "train")
+            problems.setdefault(problem.sample_id, problem)
+        return list(problems.values())
+
+    @functools.cache
+    def eval_suite(self, difficulty: int) -> list[Problem]:
+        self._check_difficulty(difficulty)
+        rng = random.Random(self.seed * 1000 + difficulty)
+        facts = self._facts[difficulty]
+        known = [f for f in facts["known"] if f in self._held_out]
+        unknown = [f for f in facts["missing"] + facts["stranger"] if f in self._held_out]
+        chosen = rng.sample(known, min(self.eval_size, len(known)))
+        chosen += rng.sample(unknown, min(max(1, self.eval_size // 3), len(unknown)))
+        return [self._problem(e, r, rng.choice(HELDOUT_TEMPLATES[r]), difficulty, "heldout") for e, r in chosen]
+
+    def problem_from_question(self, question: str, difficulty: int = 1) -> Problem:
+        """A problem from a question a model wrote: matched against the templates where it fits one, else kept as
+        written with its capitalized word as the subject (the evidence check decides what the corpus says)."""
+        question = " ".join(question.strip().rstrip("?.").split())
+        for phrasing, templates in (("train", TRAIN_TEMPLATES), ("heldout", HELDOUT_TEMPLATES)):
+            for relation, forms in templates.items():
+                for form in forms:
+                    pattern = "^" + re.escape(form).replace(re.escape("{e}"), r"([A-Z][a-z]+)") + "$"
+                    match = re.match(pattern, question) or re.match(pattern, question[:1].lower() + question[1:])
+                    if match:
+                        return self._problem(match.group(1), relation, form, difficulty, phrasing)
+        return Problem("grounded", difficulty, question, {"entity": _capitalized(question), "relation": None,
+                                                           "answerable": None, "answer": None, "phrasing": "written"})
+
+    @staticmethod
+    def question_prompt(passage: Passage | str) -> str:
+        """What a real LLM is asked to write a question from a passage (the builtin path uses the templates)."""
+        return QUESTION_PROMPT.format(passage=passage.text if isinstance(passage, Passage) else passage)
+
+    # -- the model-facing format ----------------------------------------------------------------------------------
+    def prompt(self, problem: Problem) -> str:
+        return f"Q: {problem.canonical}. A:"
+
+    def read_answer(self, problem: Problem, completion: str) -> str | None:
+        answer = " ".join(completion.strip().split(".", 1)[0].split())
+        if not answer:
+            return None
+        return UNKNOWN if answer.lower() in _UNKNOWN_FORMS else answer
+
+    def write_answer(self, problem: Problem, answer: str) -> str:
+        return f" {answer}."
+
+    def true_answer(self, problem: Problem) -> str | None:
+        return problem.data.get("answer")
+
+    def plausible(self, problem: Problem, answer: str) -> tuple[bool, str]:
+        if answer == UNKNOWN:
+            return True, "an abstention"
+        relation = problem.data.get("relation")
+        if len(answer) > 20 or not re.fullmatch(r"[A-Za-z0-9 ]+", answer):
+            return False, f"answer {answer!r} is not a short word or number"
+        if relation == "age" and not (answer.isdigit() and len(answer) <= 3):
+            return False, f"an age is a number, not {answer!r}"
+        if relation == "home" and not re.fullmatch(r"[A-Z][a-z]+", answer):
+            return False, f"a town is one capitalized word, not {answer!r}"
+        if relation in ("job", "color", "pet") and not re.fullmatch(r"[a-z]+", answer):
+            return False, f"a {relation} is one lowercase word, not {answer!r}"
+        return True, f"a well-formed {relation or 'answer'}"
+
+    # -- training data --------------------------------------------------------------------------------------------
+    def replay_examples(self, rng: random.Random, count: int) -> list[Example]:
+        """Labelled questions of the easy tiers (training phrasings, held-out facts excluded), unanswerable ones
+        answered ``UNKNOWN``: the QA format the base model is taught before the loop starts."""
+        examples = []
+        while len(examples) < count:
+            tier = rng.randint(1, self.easy_tiers)
+            for problem in self.make_problems(tier, min(count - len(examples), 64), rng):
+                examples.append(Example(self.prompt(problem), self.write_answer(problem, self.true_answer(problem))))
+        return examples[:count]
+
+    def corpus_text(self) -> list[str]:
+        """The passages as plain text, for teaching a model the world before it answers closed-book."""
+        return [p.text for p in self.world.passages]
+
+    # -- measurement ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def answer_rates(problems: Sequence[Problem], answers: Sequence[str | None]) -> dict[str, float]:
+        """``answerable``: accuracy on answerable questions; ``hallucination``: share of unanswerable questions
+        answered with anything but ``UNKNOWN`` (a malformed answer counts: it is not an abstention);
+        ``abstention``: share of answerable questions answered ``UNKNOWN``."""
+        answerable = [(p, a) for p, a in zip(problems, answers, strict=True) if p.data.get("answerable")]
+        unanswerable = [(p, a) for p, a in zip(problems, answers, strict=True) if p.data.get("answerable") is False]
+        rate = lambda hits, pool: hits / len(pool) if pool else 0.0  # noqa: E731
+        return {
+            "answerable": rate(sum(a == p.data["answer"] for p, a in answerable), answerable),
+            "hallucination": rate(sum(a != UNKNOWN for _, a in unanswerable), unanswerable),
+            "abstention": rate(sum(a == UNKNOWN for _, a in answerable), answerable),
+            "n_answerable": float(len(answerable)),
+            "n_unanswerable": float(len(unanswerable)),
+        }
+
+
+def _capitalized(text: str) -> str | None:
+    """The first capitalized word that is not a question or function word (``Where does Kavo live`` -> Kavo)."""
+    for word in re.findall(r"[A-Za-z]+", text):
+        if word[0].isupper() and word.lower() not in _FUNCTION_WORDS:
+            return word
+    return None
+
+
+_FUNCTION_WORDS = frozenset(
+    "what where which who whom whose when why how name tell does do did is are was were the a an in of for to "
+    "and or on at by with from q a".split()
+)

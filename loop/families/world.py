@@ -1,0 +1,108 @@
+"""A synthetic world generated from a seed: a few hundred people, their attributes, and passages about them.
+
+It is the builtin reference corpus of the grounded QA family. Everything is short and in the builtin model's
+character set (letters, digits, ``.``, ``,`` and spaces): names are two or three syllables, values are single
+words or numbers. Some attributes are deliberately missing, so the corpus also defines what it does *not*
+know: a question about a missing attribute, or about a name that is not in the world, has no answer in it.
+
+    world = build_world(seed=7, entities=240)
+    world.passages[0]   # Passage(id="p0000", entity="Kavo", text="Kavo lives in Tesa. Kavo works as a cook. ...")
+    world.fact("Kavo", "home")   # "Tesa", or None where the corpus says nothing
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+
+# One relation per attribute: the sentence that states it in a passage, and its values.
+RELATIONS: dict[str, str] = {
+    "home": "{e} lives in {v}.",
+    "job": "{e} works as a {v}.",
+    "color": "{e} likes the color {v}.",
+    "pet": "{e} has a pet {v}.",
+    "age": "{e} is {v} years old.",
+}
+JOBS = ("baker", "smith", "nurse", "pilot", "farmer", "tailor", "miner", "judge", "cook", "guard", "poet", "clerk",
+        "potter", "sailor", "singer", "weaver")
+COLORS = ("red", "blue", "green", "black", "white", "pink", "gray", "gold", "brown", "orange")
+PETS = ("cat", "dog", "owl", "fox", "goat", "horse", "crow", "frog", "hare", "duck")
+AGES = tuple(str(age) for age in range(18, 91))
+
+_ONSETS = "bdfgklmnprstvz"
+_VOWELS = "aeiou"
+_CODAS = ("", "", "", "n", "r", "l", "s")
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One passage of the corpus: a stable id, the entity it is about, and its text."""
+
+    id: str
+    entity: str
+    text: str
+
+
+@dataclass(frozen=True)
+class World:
+    seed: int
+    people: dict[str, dict[str, str]]  # name -> {relation: value}; a relation absent from the dict is unknown
+    towns: tuple[str, ...]
+    strangers: tuple[str, ...]  # names of the same shape that are *not* in the world
+    passages: tuple[Passage, ...]
+
+    def fact(self, entity: str, relation: str) -> str | None:
+        return self.people.get(entity, {}).get(relation)
+
+    @functools.cached_property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.people)
+
+    @functools.cached_property
+    def passage_of(self) -> dict[str, Passage]:
+        return {p.entity: p for p in self.passages}
+
+
+def _name(rng: random.Random, syllables: int) -> str:
+    text = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)) + rng.choice(_CODAS)
+    return text.capitalize()
+
+
+def _unique_names(rng: random.Random, count: int, taken: set[str]) -> list[str]:
+    names: list[str] = []
+    while len(names) < count:
+        name = _name(rng, rng.choice((2, 2, 3)))
+        if name not in taken:
+            taken.add(name)
+            names.append(name)
+    return names
+
+
+def sentence(entity: str, relation: str, value: str) -> str:
+    return RELATIONS[relation].format(e=entity, v=value)
+
+
+def build_world(seed: int = 7, entities: int = 240, towns: int = 24, strangers: int = 240,
+                known_share: float = 0.8) -> World:
+    """``entities`` people, each with every attribute known with probability ``known_share`` (at least two
+    known), living in ``towns`` towns; ``strangers`` more names that the corpus never mentions."""
+    if entities < 1 or strangers < 0 or not 0.0 < known_share <= 1.0:
+        raise ValueError("a world needs at least one entity and a known_share in (0, 1]")
+    rng = random.Random(seed)
+    taken: set[str] = set()
+    town_names = tuple(_unique_names(rng, towns, taken))
+    values = {"home": town_names, "job": JOBS, "color": COLORS, "pet": PETS, "age": AGES}
+    people: dict[str, dict[str, str]] = {}
+    for name in _unique_names(rng, entities, taken):
+        known = [r for r in RELATIONS if rng.random() < known_share]
+        while len(known) < 2:
+            extra = rng.choice([r for r in RELATIONS if r not in known])
+            known.append(extra)
+        people[name] = {r: rng.choice(values[r]) for r in RELATIONS if r in known}
+    stranger_names = tuple(_unique_names(rng, strangers, taken))
+    passages = tuple(
+        Passage(f"p{i:04d}", name, " ".join(sentence(name, r, v) for r, v in facts.items()))
+        for i, (name, facts) in enumerate(people.items())
+    )
+    return World(seed, people, town_names, stranger_names, passages)

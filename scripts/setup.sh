@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up everything the loop and its tests need on a fresh Debian machine:
+# system packages (JDK and Maven for Kafka, PostgreSQL and Redis servers for the tests),
+# a virtualenv with the pinned Python dependencies, and the Kafka artifacts from Maven Central.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    echo "setup: installing ${need_apt[*]} from Debian's packages"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# pip's cache (~/.cache/pip) spares the multi-gigabyte torch download on later runs.
+.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m services.kafka fetch
+echo "setup: done"

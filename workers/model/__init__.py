@@ -1,0 +1,1 @@
+"""The builtin model: a character tokenizer, the arithmetic format and the from-scratch bootstrap."""
