@@ -29,6 +29,10 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class Interrupted(Exception):
+    """Raised by a handler that stops mid-batch on request: the batch stays uncommitted and is redelivered."""
+
+
 @dataclass(frozen=True)
 class Event:
     """A decoded message with where it came from."""
@@ -121,7 +125,10 @@ class EventConsumer:
                         return
                     continue
                 last_activity = time.monotonic()
-                self._process(batch)
+                try:
+                    self._process(batch)
+                except Interrupted:
+                    return  # nothing committed: the batch is delivered again, to us or to another member
                 self._commit()
                 if max_events is not None and self.handled + self.dead_lettered >= max_events:
                     return
@@ -162,6 +169,8 @@ class EventConsumer:
                 self.handle(events)
                 self.handled += len(events)
                 return
+            except Interrupted:
+                raise
             except self.retryable as exc:
                 if self._stop.is_set():
                     raise  # leave uncommitted: the batch is delivered again after restart

@@ -1,0 +1,40 @@
+"""Consumer lag: how many messages a consumer group has yet to process, per topic."""
+
+from __future__ import annotations
+
+from kafka import KafkaConsumer
+from kafka.admin import KafkaAdminClient
+from kafka.structs import TopicPartition
+
+from services.settings import Settings
+
+
+class LagMonitor:
+    """One admin client and one group-less consumer, reused across calls (cheap enough to ask every second)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="loop-lag")
+        self._offsets = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, client_id="loop-lag", enable_auto_commit=False)
+
+    def lag(self, group_id: str, topic: str) -> int:
+        """Messages of ``topic`` (logical name) that ``group_id`` has not committed yet."""
+        name = self.settings.topic(topic)
+        partitions = [TopicPartition(name, p) for p in sorted(self._offsets.partitions_for_topic(name) or ())]
+        if not partitions:
+            return 0
+        ends = self._offsets.end_offsets(partitions)
+        committed = self._admin.list_consumer_group_offsets(group_id, partitions=partitions)
+        total = 0
+        for tp in partitions:
+            meta = committed.get(tp)
+            position = meta.offset if meta is not None and meta.offset >= 0 else self._beginning(tp)
+            total += max(0, ends[tp] - position)
+        return total
+
+    def _beginning(self, tp: TopicPartition) -> int:
+        return self._offsets.beginning_offsets([tp])[tp]
+
+    def close(self) -> None:
+        self._admin.close()
+        self._offsets.close()
