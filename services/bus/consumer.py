@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from kafka import KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import CommitFailedError, KafkaError
 from sqlalchemy.exc import OperationalError
 
@@ -43,6 +43,18 @@ class Event:
     offset: int
     key: bytes | None
     timestamp_ms: int
+
+
+class _AssignmentListener(ConsumerRebalanceListener):
+    def __init__(self, owner: "EventConsumer") -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked) -> None:
+        self.owner.assigned = frozenset()
+
+    def on_partitions_assigned(self, assigned) -> None:
+        self.owner.assigned = frozenset((tp.topic, tp.partition) for tp in assigned)
+        log.info("%s: assigned %d partitions", self.owner.group_id, len(assigned))
 
 
 class EventConsumer:
@@ -86,7 +98,11 @@ class EventConsumer:
             heartbeat_interval_ms=3_000,
         )
         config.update(consumer_options or {})
-        self._consumer = KafkaConsumer(*(settings.topic(t) for t in self.topics), **config)
+        self._consumer = KafkaConsumer(**config)
+        # The assignment is tracked by the rebalance callbacks, which run in the polling thread: other
+        # threads read ``assigned`` without touching the client (whose calls block while it polls).
+        self.assigned: frozenset[tuple[str, int]] = frozenset()
+        self._consumer.subscribe([settings.topic(t) for t in self.topics], listener=_AssignmentListener(self))
         self._dlq = EventProducer(settings, client_id=f"{group_id}-dlq")
         self.dead_lettered = 0
         self.handled = 0

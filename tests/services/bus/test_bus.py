@@ -54,9 +54,8 @@ class Collector(EventConsumer):
         with self._lock:
             return [event.message for event in self.events]
 
-    def assigned(self) -> int:
-        # The test needs to know when the group has settled; the base class keeps its client private.
-        return len(self._consumer.assignment())
+    def assigned_count(self) -> int:
+        return len(self.assigned)
 
 
 @contextlib.contextmanager
@@ -129,7 +128,7 @@ def test_two_consumers_of_one_group_share_the_partitions_and_see_each_message_on
     first, second = (Collector(settings, ["loop.candidates"], group_id=group) for _ in range(2))
     total = 400
     with running(first, second):
-        wait_until(lambda: first.assigned() and second.assigned() and first.assigned() + second.assigned() == 8,
+        wait_until(lambda: first.assigned_count() and second.assigned_count() and first.assigned_count() + second.assigned_count() == 8,
                    timeout=60, what="both consumers to own partitions")  # fmt: skip
         with EventProducer(settings) as producer:
             for i in range(total):
