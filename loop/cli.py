@@ -1,22 +1,36 @@
 """loopctl: the one command line for users of the loop.
 
-    loopctl up [--minutes M]          start the embedded stack (Kafka, store writer, job worker); Ctrl-C stops it
-    loopctl kafka start|stop|status   run the project's own Kafka broker on its own
-    loopctl topics                    create the loop's topics on the configured broker
-    loopctl store [--replay]          run the store writer (replay: rebuild an empty database from the topics)
+Run it:
+    loopctl up [--minutes M] [--rounds R] [--target D] [--policy P.json]
+                                      start everything (Kafka, store writer, job worker, generator, verifier,
+                                      controller), show live progress; Ctrl-C or SIGTERM stops it cleanly;
+                                      running it again resumes where it stopped
+    loopctl model bootstrap           train the builtin model now (otherwise `up` does it on first start)
+
+Watch and steer it:
+    loopctl status                    current adapter, difficulty, rates, consumer lag per group
+    loopctl rounds                    the per-round table (and the plot beside the data directory's loop state)
+    loopctl samples [--status accepted] [--family F] [--difficulty D] [--adapter A] [--limit N]
+    loopctl retrain [--steps N] [--init base|parent]           start a training job now; prints its id
+    loopctl jobs [JOB_ID] [--cancel]  list jobs, show one, or cancel it
+    loopctl adapters [list | promote ID | rollback [--to ID|base]]
+
+Infrastructure on its own:
+    loopctl kafka start|stop|status|fetch   the project's own Kafka broker
+    loopctl topics                    create the loop's topics
+    loopctl store [--replay]          run the store writer (--replay rebuilds an empty database from the topics)
     loopctl worker [--queues ...]     run a Celery job worker
 
 Settings come from the environment (LOOP_DATA_DIR, LOOP_KAFKA_BOOTSTRAP, LOOP_DATABASE_URL,
-LOOP_CELERY_BROKER_URL, ...); see the README.
+LOOP_CELERY_BROKER_URL, LOOP_MODEL_DIR, ...); see the README.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import signal
 import sys
-import time
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,15 +39,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start the embedded stack and supervise it until Ctrl-C or SIGTERM")
     up.add_argument("--minutes", type=float, default=None, help="stop by itself after this many minutes")
+    up.add_argument("--rounds", type=int, default=None, help="stop after this many rounds")
+    up.add_argument("--target", type=int, default=None, help="the curriculum goes no further than this difficulty")
+    up.add_argument("--policy", default=None, help="a JSON file of LoopPolicy fields")
+    up.add_argument("--api-port", type=int, default=8000, help="port of the API and dashboard (0: do not start them)")
+
+    model = commands.add_parser("model", help="the builtin model")
+    model.add_argument("action", choices=["bootstrap"])
+
+    commands.add_parser("status", help="the loop's state, rates and consumer lag")
+    commands.add_parser("rounds", help="the per-round table, and its plot")
+
+    samples = commands.add_parser("samples", help="list samples from the store")
+    samples.add_argument("--status", choices=["pending", "accepted", "rejected"])
+    samples.add_argument("--family")
+    samples.add_argument("--difficulty", type=int)
+    samples.add_argument("--adapter")
+    samples.add_argument("--limit", type=int, default=20)
+
+    retrain = commands.add_parser("retrain", help="start a training job now; prints its id")
+    retrain.add_argument("--family", default="arithmetic")
+    retrain.add_argument("--steps", type=int, default=None)
+    retrain.add_argument("--init", choices=["base", "parent"], default=None)
+    retrain.add_argument("--wait", action="store_true", help="wait for the job to end and print its result")
+
+    jobs = commands.add_parser("jobs", help="list jobs, show one, or cancel it")
+    jobs.add_argument("job_id", nargs="?")
+    jobs.add_argument("--cancel", action="store_true")
+
+    adapters = commands.add_parser("adapters", help="list adapters, promote one, or roll back")
+    adapters.add_argument("action", nargs="?", choices=["list", "promote", "rollback"], default="list")
+    adapters.add_argument("adapter_id", nargs="?")
+    adapters.add_argument("--to", default=None, help="rollback target: an adapter id or 'base' (default: the parent)")
 
     kafka = commands.add_parser("kafka", help="start, stop or inspect the project's own Kafka broker")
     kafka.add_argument("action", choices=["start", "stop", "status", "fetch"])
-
     commands.add_parser("topics", help="create the loop's topics (idempotent)")
-
     store = commands.add_parser("store", help="run the store writer")
     store.add_argument("--replay", action="store_true", help="read every topic from the beginning with a fresh group")
-
     worker = commands.add_parser("worker", help="run a Celery job worker")
     worker.add_argument("--queues", default="train,eval,default")
     worker.add_argument("--concurrency", type=int, default=1)
@@ -44,70 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # the client's connection chatter
     args = build_parser().parse_args(argv)
-    if args.command == "up":
-        return run_up(minutes=args.minutes)
-    if args.command == "kafka":
-        from services.kafka.__main__ import main as kafka_main
+    from loop import commands
 
-        return kafka_main([args.action])
-    if args.command == "topics":
-        from services.bus import create_topics
-        from services.settings import get_settings
-
-        created = create_topics(get_settings())
-        print(f"created {len(created)} topics: {', '.join(created) or '(all existed)'}")
-        return 0
-    if args.command == "store":
-        from services.store.__main__ import main as store_main
-
-        return store_main(["--replay"] if args.replay else [])
-    if args.command == "worker":
-        from services.jobs.__main__ import main as jobs_main
-
-        return jobs_main(["worker", "--queues", args.queues, "--concurrency", str(args.concurrency)])
-    raise AssertionError(args.command)
-
-
-def run_up(*, minutes: float | None) -> int:
-    """Start Kafka and the services as supervised processes; stop everything on Ctrl-C, SIGTERM or the bound."""
-    from loop.supervisor import Supervisor
-    from services.bus import create_topics
-    from services.kafka.launcher import KafkaBroker
-    from services.settings import get_settings
-
-    settings = get_settings()
-    port = int(settings.kafka_bootstrap.split(",")[0].rpartition(":")[2])
-    broker = KafkaBroker(settings.data_dir / "kafka", port=port)
-    stopping = False
-
-    def request_stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-
-    print(f"loopctl: data directory {settings.data_dir}")
-    broker.start()
-    print(f"loopctl: Kafka answering at {broker.bootstrap}")
-    supervisor = Supervisor(settings.data_dir / "logs")
-    try:
-        create_topics(settings)
-        supervisor.add("store-writer", ["services.store"])
-        supervisor.add("jobs-worker", ["services.jobs", "worker", "--queues", "train,eval,default"])
-        supervisor.start()
-        deadline = time.monotonic() + minutes * 60 if minutes else None
-        while not stopping and (deadline is None or time.monotonic() < deadline):
-            failed = supervisor.check()
-            if failed:
-                print(f"loopctl: {', '.join(failed)} kept failing; see {supervisor.log_dir}", file=sys.stderr)
-                return 1
-            time.sleep(1.0)
-        return 0
-    finally:
-        print("loopctl: stopping")
-        supervisor.stop()
-        broker.stop()
+    handler = getattr(commands, f"cmd_{args.command}")
+    return handler(args) or 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,214 @@
+"""The controller: keeps requests flowing, moves the curriculum, triggers training, gates promotion.
+
+    python -m loop.controller [--policy policy.json]
+
+It consumes ``loop.verdicts`` (accepted samples), ``loop.adapters`` (trained adapters),
+``loop.evals`` (held-out results) and ``loop.jobs`` (training that failed), and produces
+GenerateRequests, Celery jobs and adapter decisions (promoted or rejected). Its state is a small
+JSON file in the data directory, written after every change, so a restarted controller resumes
+the round where it stopped; every decision is also an event, so the log says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from uuid import uuid4
+
+from schemas.messages import AdapterEvent, EvalResult, EvalScore, GenerateRequest, JobEvent, Sampling, Verdict
+from services.bus import Event, EventConsumer, EventProducer
+from services.bus.lag import LagMonitor
+from services.jobs import submit_job
+from services.settings import Settings
+from loop.policy import LoopPolicy, mastered, next_difficulty, promotion_gate
+
+log = logging.getLogger(__name__)
+GENERATOR_GROUP = "generators"
+
+
+@dataclass
+class LoopState:
+    round: int = 1
+    target: int = 1
+    promoted_id: str | None = None
+    promoted_path: str | None = None
+    promoted_scores: list[dict] | None = None  # EvalScore dicts of the promoted model (the base at first)
+    base_eval_job: str | None = None
+    accepted_in_round: int = 0
+    requested_in_round: int = 0
+    training_job: str | None = None
+    evaluating: dict[str, dict] = field(default_factory=dict)  # adapter id -> its trained AdapterEvent
+    retry_training_after: float = 0.0  # wall-clock time before which a failed training is not retried
+    started_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def load(cls, path: Path) -> "LoopState":
+        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)  # atomic: a crash leaves the old state or the new one
+
+    def scores(self) -> list[EvalScore] | None:
+        return None if self.promoted_scores is None else [EvalScore(**s) for s in self.promoted_scores]
+
+
+class Controller(EventConsumer):
+    def __init__(self, settings: Settings, policy: LoopPolicy, *, group_id: str = "controller") -> None:
+        super().__init__(
+            settings, topics=[Verdict.topic, AdapterEvent.topic, EvalResult.topic, JobEvent.topic],
+            group_id=group_id, batch_size=2000, poll_timeout_ms=250, from_beginning=False,
+        )
+        self.policy = policy
+        self.state_dir = settings.data_dir / "loop"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.state_dir / "controller.json"
+        self.rounds_path = self.state_dir / "rounds.jsonl"
+        self.state = LoopState.load(self.state_path)
+        self.producer = EventProducer(settings, client_id="controller")
+        self.lag = LagMonitor(settings)
+        self._last_tick = 0.0
+
+    # -- events ---------------------------------------------------------------------------------------
+    def handle(self, events: list[Event]) -> None:
+        for event in events:
+            message = event.message
+            if isinstance(message, Verdict):
+                if message.accepted and message.family == self.policy.family:
+                    self.state.accepted_in_round += 1
+            elif isinstance(message, AdapterEvent):
+                self.on_adapter(message)
+            elif isinstance(message, EvalResult):
+                self.on_eval(message)
+            elif isinstance(message, JobEvent):
+                self.on_job(message)
+        self.tick()
+
+    def on_idle(self) -> None:
+        self.tick()
+
+    def on_adapter(self, event: AdapterEvent) -> None:
+        if event.status != "trained" or event.adapter_id in self.state.evaluating:
+            return
+        self.state.training_job = None
+        self.state.evaluating[event.adapter_id] = event.model_dump(mode="json")
+        self.submit_eval(event.adapter_id, event.path)
+
+    def on_eval(self, result: EvalResult) -> None:
+        scores = [s for s in result.scores if s.family == self.policy.family]
+        if result.adapter_id == "base":
+            if self.state.promoted_scores is None and self.state.promoted_id is None:
+                self.state.promoted_scores = [s.model_dump() for s in scores]
+                # The curriculum starts one past what the base model masters, on either schedule.
+                self.state.target = mastered(scores, self.policy.mastery) + 1
+                if self.policy.target_difficulty is not None:
+                    self.state.target = min(self.state.target, self.policy.target_difficulty)
+                self.record_round(None, scores, True, "base model")
+            return
+        trained = self.state.evaluating.pop(result.adapter_id, None)
+        if trained is None:
+            return  # an evaluation this controller did not ask for (an API user, say)
+        decision = promotion_gate(self.state.scores(), scores, self.policy)
+        status = "promoted" if decision.promote else "rejected"
+        event = AdapterEvent(**{**trained, "status": status, "metrics": {
+            **trained.get("metrics", {}), **{f"accuracy_d{s.difficulty}": s.accuracy for s in scores}}})
+        self.producer.publish(event).get(timeout=30)
+        log.info("round %d: adapter %s %s (%s)", self.state.round, result.adapter_id, status, decision.reason)
+        if decision.promote:
+            self.state.promoted_id, self.state.promoted_path = event.adapter_id, event.path
+            self.state.promoted_scores = [s.model_dump() for s in scores]
+        now_mastered = mastered(self.state.scores() or [], self.policy.mastery)
+        self.record_round(event.adapter_id, scores, decision.promote, decision.reason)
+        self.state.target = next_difficulty(self.state.target, now_mastered, self.policy)
+        self.state.round += 1
+        self.state.accepted_in_round = 0
+        self.state.requested_in_round = 0
+
+    def on_job(self, event: JobEvent) -> None:
+        if event.job_id == self.state.training_job and event.state in ("failed", "cancelled"):
+            log.warning("training job %s %s: %s", event.job_id, event.state, event.message)
+            self.state.training_job = None
+            self.state.retry_training_after = time.time() + self.policy.retry_after_s
+        if event.job_id == self.state.base_eval_job and event.state in ("failed", "cancelled"):
+            self.state.base_eval_job = None
+
+    # -- decisions ------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last_tick < 0.5:
+            return
+        self._last_tick = now
+        state, policy = self.state, self.policy
+        if state.promoted_scores is None:
+            if state.base_eval_job is None:
+                state.base_eval_job = self.submit_eval(None, None)
+            self.state.save(self.state_path)
+            return
+        if (state.training_job is None and not state.evaluating and state.accepted_in_round >= policy.retrain_after
+                and time.time() >= state.retry_training_after):
+            state.training_job = submit_job("train_adapter", {
+                "families": [policy.family], "lora": policy.lora, "max_staleness": policy.max_staleness,
+                "parent_id": state.promoted_id, "parent_path": state.promoted_path,
+                "family_options": {policy.family: policy.family_options},
+            }, settings=self.settings)
+            log.info("round %d: %d accepted; training job %s", state.round, state.accepted_in_round, state.training_job)
+        if state.requested_in_round < policy.problems_per_round and self.lag.lag(GENERATOR_GROUP, GenerateRequest.topic) < policy.max_outstanding_requests:
+            count = min(policy.request_size, policy.problems_per_round - state.requested_in_round)
+            request = GenerateRequest(
+                request_id=f"req-{uuid4().hex[:12]}", family=policy.family, difficulty=state.target, count=count,
+                adapter_id=state.promoted_id, round=state.round,
+                sampling=Sampling(k=policy.k, temperature=policy.temperature),
+            )
+            self.producer.publish(request).get(timeout=30)
+            state.requested_in_round += count
+        self.state.save(self.state_path)
+
+    def submit_eval(self, adapter_id: str | None, path: str | None) -> str:
+        top = self.policy.base_eval_up_to if adapter_id is None else self.state.target + self.policy.eval_margin
+        difficulties = list(range(1, top + 1))
+        return submit_job("evaluate_adapter", {
+            "adapter_id": adapter_id, "path": path, "family": self.policy.family, "difficulties": difficulties,
+            "family_options": self.policy.family_options,
+        }, settings=self.settings)
+
+    def record_round(self, adapter_id: str | None, scores: list[EvalScore], promoted: bool, reason: str) -> None:
+        row = {"round": self.state.round if adapter_id else 0, "target": self.state.target, "adapter_id": adapter_id,
+               "promoted": promoted, "reason": reason, "accepted": self.state.accepted_in_round,
+               "mastered": mastered(self.state.scores() or scores, self.policy.mastery),
+               "scores": {s.difficulty: s.accuracy for s in scores}, "minutes": round((time.time() - self.state.started_at) / 60, 2)}
+        with self.rounds_path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def close(self) -> None:
+        try:
+            self.state.save(self.state_path)
+            super().close()
+        finally:
+            self.producer.close()
+            self.lag.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from services.settings import get_settings
+
+    parser = argparse.ArgumentParser(prog="python -m loop.controller", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", type=Path, help="a JSON file of LoopPolicy fields")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    policy = LoopPolicy.model_validate_json(args.policy.read_text()) if args.policy else LoopPolicy()
+    controller = Controller(get_settings(), policy)
+    controller.install_signal_handlers()
+    controller.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

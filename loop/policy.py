@@ -1,0 +1,90 @@
+"""The loop's policy, as pure functions and a typed config: curriculum, retraining trigger, promotion gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.messages import EvalScore
+
+
+class LoopPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    family: str = Field(default="arithmetic", description="The task family the loop improves on.")
+    target_difficulty: int | None = Field(default=None, ge=1, description="Stop moving the curriculum past this.")
+    mastery: float = Field(default=0.95, gt=0, le=1, description="Held-out accuracy at which a difficulty is mastered.")
+    jump_to_solved: bool = Field(
+        default=False, description="Faster schedule: jump past every difficulty already mastered, not one at a time."
+    )
+    retrain_after: int = Field(default=800, ge=1, description="Newly accepted samples that trigger a training job.")
+    problems_per_round: int = Field(default=2000, ge=1, description="Most problems requested per round.")
+    request_size: int = Field(default=250, ge=1, le=100_000, description="Problems per GenerateRequest.")
+    max_outstanding_requests: int = Field(default=2, ge=1, description="Requests waiting for a generator at once.")
+    eval_margin: int = Field(default=2, ge=0, description="Evaluate this many difficulties past the round's target.")
+    base_eval_up_to: int = Field(default=8, ge=1, description="Evaluate the base model on difficulties 1 to this.")
+    regression_tolerance: float = Field(
+        default=0.02, ge=0, le=1, description="A new adapter may lose at most this accuracy on a mastered difficulty."
+    )
+    min_gain: float = Field(
+        default=0.01, description="Without a newly mastered difficulty, the accuracy gain at the frontier needed to promote."
+    )
+    k: int = Field(default=5, ge=1, le=64, description="Answers per problem.")
+    temperature: float = Field(default=0.7, ge=0)
+    agreement: float = Field(default=0.8, gt=0, le=1, description="Self-consistency threshold of the verifiers.")
+    lora: dict = Field(default_factory=dict, description="Overrides of the trainer's LoraTrainingConfig.")
+    family_options: dict = Field(default_factory=dict, description="Options of the task family (easy_digits ...).")
+    retry_after_s: float = Field(default=60.0, ge=0, description="Wait before retrying a training job that failed.")
+    max_staleness: int | None = Field(default=None, ge=0, description="Oldest samples trained on, in adapter versions.")
+
+
+def mastered(scores: list[EvalScore], threshold: float) -> int:
+    best = 0
+    for score in sorted(scores, key=lambda s: s.difficulty):
+        if score.accuracy < threshold:
+            break
+        best = score.difficulty
+    return best
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+
+
+def promotion_gate(
+    current: list[EvalScore] | None, candidate: list[EvalScore], policy: LoopPolicy
+) -> GateDecision:
+    """Promote only an adapter that beats the current one without a regression on a mastered difficulty."""
+    new = mastered(candidate, policy.mastery)
+    if current is None:
+        return GateDecision(True, f"first evaluated model: masters {new}")
+    old = mastered(current, policy.mastery)
+    before = {s.difficulty: s.accuracy for s in current}
+    after = {s.difficulty: s.accuracy for s in candidate}
+    for difficulty in range(1, old + 1):
+        drop = before.get(difficulty, 0.0) - after.get(difficulty, 0.0)
+        if drop > policy.regression_tolerance:
+            return GateDecision(False, f"regression of {drop:.3f} at mastered difficulty {difficulty}")
+    if new > old:
+        return GateDecision(True, f"masters {new} digits, up from {old}")
+    frontier = old + 1
+    gain = after.get(frontier, 0.0) - before.get(frontier, 0.0)
+    if gain >= policy.min_gain:
+        return GateDecision(True, f"accuracy at {frontier} up by {gain:.3f}")
+    return GateDecision(False, f"no gain: masters {new} (current {old}), accuracy at {frontier} changes by {gain:+.3f}")
+
+
+def next_difficulty(current_target: int, mastered_now: int, policy: LoopPolicy) -> int:
+    """The curriculum: one difficulty up once the current target is mastered; with ``jump_to_solved``,
+    straight past every difficulty already mastered."""
+    if policy.jump_to_solved:
+        target = mastered_now + 1
+    else:
+        target = current_target + 1 if mastered_now >= current_target else current_target
+    target = max(target, 1)
+    if policy.target_difficulty is not None:
+        target = min(target, policy.target_difficulty)
+    return target

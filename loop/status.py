@@ -1,0 +1,115 @@
+"""What `loopctl status` and the live line of `loopctl up` show: the loop's state, rates and lag."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+
+from schemas.tables import Adapter, Sample
+from services.settings import Settings
+
+GROUPS = {"store-writer": ["loop.candidates", "loop.verdicts"], "verifiers": ["loop.candidates"], "generators": ["loop.generate"]}
+
+
+@dataclass
+class LoopStatus:
+    round: int | None
+    target: int | None
+    promoted: str | None
+    mastered_scores: dict[int, float]
+    samples: dict[str, int]
+    accepted_per_s: float
+    lag: dict[str, int]
+
+    def line(self) -> str:
+        accuracy = " ".join(f"{d}:{a:.2f}" for d, a in sorted(self.mastered_scores.items())) or "-"
+        lag = " ".join(f"{g}={n}" for g, n in self.lag.items())
+        return (f"round {self.round or '-'} | difficulty {self.target or '-'} | adapter {self.promoted or 'base'} | "
+                f"accepted {self.samples.get('accepted', 0)} ({self.accepted_per_s:.1f}/s) rejected {self.samples.get('rejected', 0)} | "
+                f"held-out {accuracy} | lag {lag}")
+
+
+def controller_state(settings: Settings) -> dict:
+    path = settings.data_dir / "loop" / "controller.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def read_status(settings: Settings, engine: Engine, lag_monitor=None, *, window_s: float = 60.0) -> LoopStatus:
+    state = controller_state(settings)
+    with engine.connect() as connection:
+        counts = dict(connection.execute(select(Sample.status, func.count()).group_by(Sample.status)).all())
+        since = datetime.now(timezone.utc) - timedelta(seconds=window_s)
+        recent = connection.execute(
+            select(func.count()).select_from(Sample).where(Sample.status == "accepted", Sample.verdict_at >= since)
+        ).scalar_one()
+        promoted = connection.execute(
+            select(Adapter.id).where(Adapter.status == "promoted").order_by(Adapter.updated_at.desc()).limit(1)
+        ).scalar_one_or_none()
+    lag = {}
+    if lag_monitor is not None:
+        for group, topics in GROUPS.items():
+            try:
+                lag[group] = sum(lag_monitor.lag(group, topic) for topic in topics)
+            except Exception:  # noqa: BLE001 - a status line must not die with Kafka
+                lag[group] = -1
+    scores = {int(s["difficulty"]): s["accuracy"] for s in state.get("promoted_scores") or []}
+    return LoopStatus(state.get("round"), state.get("target"), state.get("promoted_id") or promoted, scores, counts,
+                      recent / window_s, lag)
+
+
+def read_rounds(settings: Settings) -> list[dict]:
+    path = settings.data_dir / "loop" / "rounds.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def rounds_table(rounds: list[dict]) -> str:
+    lengths = sorted({int(d) for r in rounds for d in r["scores"]})
+    header = f"{'round':>5} {'target':>6} {'adapter':<32} {'decision':<9} {'accepted':>8} {'mastered':>8}  " + " ".join(f"{d:>5}" for d in lengths)
+    lines = [header]
+    for r in rounds:
+        decision = "promoted" if r["promoted"] else "rejected"
+        cells = " ".join(f"{r['scores'].get(str(d), r['scores'].get(d, float('nan'))):>5.2f}" for d in lengths)
+        lines.append(f"{r['round']:>5} {r['target']:>6} {(r['adapter_id'] or 'base'):<32} {decision:<9} {r['accepted']:>8} {r['mastered']:>8}  {cells}")
+    return "\n".join(lines)
+
+
+def plot_rounds(rounds: list[dict], path: Path) -> Path | None:
+    if not rounds:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = sorted({int(d) for r in rounds for d in r["scores"]})
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for length in lengths:
+        points = [(r["round"], r["scores"][str(length)]) for r in rounds if str(length) in r["scores"]]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{length} digits")
+    ax.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
+    ax.set(xlabel="round", ylabel="held-out accuracy", title="held-out accuracy per length, by round", ylim=(-0.02, 1.02))
+    ax.legend(ncol=2, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None

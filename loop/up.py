@@ -1,0 +1,108 @@
+"""`loopctl up`: the whole loop on one machine, as supervised processes, with live progress.
+
+Starts the project's Kafka broker, creates the topics, makes sure the base model exists (the builtin
+model is trained on first start, with a progress bar, then cached), then starts the store writer,
+a Celery worker, a generator, a verifier, the controller and the API as child processes. Ctrl-C or
+SIGTERM stops them in reverse order, each finishing and committing its batch. The controller keeps
+its state in the data directory, so running `loopctl up` again resumes the round where it stopped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from loop.policy import LoopPolicy
+from loop.status import controller_state, plot_rounds, read_rounds, read_status, rounds_table
+from loop.supervisor import Supervisor
+from services.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def load_policy(policy_path: str | None, target: int | None) -> LoopPolicy:
+    policy = LoopPolicy.model_validate_json(Path(policy_path).read_text()) if policy_path else LoopPolicy()
+    if target is not None:
+        policy = policy.model_copy(update={"target_difficulty": target})
+    return policy
+
+
+def run_up(*, minutes: float | None, rounds: int | None, target: int | None, policy_path: str | None,
+           api_port: int = 8000) -> int:
+    from services.bus import create_topics
+    from services.bus.lag import LagMonitor
+    from services.kafka.launcher import KafkaBroker
+    from services.store.db import open_store
+    from workers.model.resolve import base_model_dir
+
+    settings = get_settings()
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    loop_dir = settings.data_dir / "loop"
+    loop_dir.mkdir(parents=True, exist_ok=True)
+    policy = load_policy(policy_path, target)
+    policy_file = loop_dir / "policy.json"
+    policy_file.write_text(policy.model_dump_json(indent=2))
+    print(f"loopctl: data directory {settings.data_dir}")
+    model_dir = base_model_dir(settings)  # trains the builtin model on first start
+    print(f"loopctl: base model {model_dir}")
+
+    port = int(settings.kafka_bootstrap.split(",")[0].rpartition(":")[2])
+    broker = KafkaBroker(settings.data_dir / "kafka", port=port)
+    broker.start()
+    print(f"loopctl: Kafka answering at {broker.bootstrap}")
+    supervisor = Supervisor(settings.data_dir / "logs")
+    engine = open_store(settings)
+    monitor = None
+    started = time.monotonic()
+    first_round = controller_state(settings).get("round", 1)
+    try:
+        create_topics(settings)
+        supervisor.add("store-writer", ["services.store"])
+        supervisor.add("jobs-worker", ["services.jobs", "worker", "--queues", "train,eval,default"])
+        supervisor.add("verifier", ["workers.verifier", "--agreement", str(policy.agreement)])
+        supervisor.add("generator", ["workers.generator"])
+        supervisor.add("controller", ["loop.controller", "--policy", str(policy_file)])
+        if api_port and importlib.util.find_spec("services.api.__main__") is not None:
+            supervisor.add("api", ["services.api", "--port", str(api_port)])
+            print(f"loopctl: dashboard and API at http://127.0.0.1:{api_port}/")
+        supervisor.start()
+        print(f"loopctl: services started; logs in {supervisor.log_dir}; Ctrl-C stops everything")
+        monitor = LagMonitor(settings)
+        deadline = started + minutes * 60 if minutes else None
+        last_line = 0.0
+        while not stopping and (deadline is None or time.monotonic() < deadline):
+            failed = supervisor.check()
+            if failed:
+                print(f"loopctl: {', '.join(failed)} kept failing; see {supervisor.log_dir}", file=sys.stderr)
+                return 1
+            if rounds is not None and controller_state(settings).get("round", 1) - first_round >= rounds:
+                print(f"loopctl: {rounds} rounds done")
+                break
+            if time.monotonic() - last_line >= 10:
+                last_line = time.monotonic()
+                elapsed = (time.monotonic() - started) / 60
+                print(f"[{elapsed:5.1f} min] {read_status(settings, engine, monitor).line()}", flush=True)
+            time.sleep(1.0)
+        return 0
+    finally:
+        print("loopctl: stopping")
+        if monitor is not None:
+            monitor.close()
+        supervisor.stop()
+        broker.stop()
+        history = read_rounds(settings)
+        if history:
+            print(rounds_table(history))
+            print(f"loopctl: plot {plot_rounds(history, loop_dir / 'heldout_accuracy.png')}")

@@ -1,0 +1,117 @@
+"""The grounded QA family: a world from a seed, questions by tier, a held-out suite training never sees."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from loop.families import get_family, known_families
+from loop.families.grounded import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, UNKNOWN, GroundedQA
+from loop.families.world import RELATIONS, build_world
+from workers.model.tokenizer import CHARACTERS
+
+FAMILY = get_family("grounded")
+
+
+def test_the_world_is_a_function_of_its_seed():
+    assert "grounded" in known_families()
+    assert build_world(seed=3) == build_world(seed=3) and build_world(seed=3) != build_world(seed=4)
+    world = FAMILY.world
+    assert len(world.people) == 240 and len(world.passages) == 240
+    assert not set(world.strangers) & set(world.people) and not set(world.towns) & set(world.people)
+    for passage in world.passages:
+        facts = world.people[passage.entity]
+        assert len(facts) >= 2 and all(value in passage.text for value in facts.values())
+    missing = sum(len(RELATIONS) - len(facts) for facts in world.people.values())
+    assert 0.1 < missing / (len(RELATIONS) * len(world.people)) < 0.3  # some attributes are not in the corpus
+
+
+def test_everything_the_builtin_model_reads_or_writes_is_in_its_vocabulary():
+    problems = [p for d in FAMILY.difficulties for p in FAMILY.make_problems(d, 500, random.Random(d))]
+    problems += [p for d in FAMILY.difficulties for p in FAMILY.eval_suite(d)]
+    text = "".join(FAMILY.prompt(p) + FAMILY.write_answer(p, FAMILY.true_answer(p)) for p in problems)
+    text += "".join(FAMILY.corpus_text())
+    assert set(text) <= set(CHARACTERS)
+    assert max(len(FAMILY.prompt(p)) for p in problems) <= 60
+    assert max(len(FAMILY.write_answer(p, FAMILY.true_answer(p))) for p in problems) <= FAMILY.answer_budget(problems[0])
+
+
+def test_training_problems_are_of_their_tier_with_some_unanswerable():
+    world = FAMILY.world
+    tier_of = {name: i * 3 // len(world.names) + 1 for i, name in enumerate(world.names)}
+    tier_of |= {name: i * 3 // len(world.strangers) + 1 for i, name in enumerate(world.strangers)}
+    problems = FAMILY.make_problems(2, 400, random.Random(0))
+    assert len(problems) == 400 and len({p.sample_id for p in problems}) == 400
+    assert {tier_of[p.data["entity"]] for p in problems} == {2} and {p.difficulty for p in problems} == {2}
+    unanswerable = [p for p in problems if not p.data["answerable"]]
+    assert 0.15 < len(unanswerable) / len(problems) < 0.35
+    assert {p.data["entity"] in world.people for p in unanswerable} == {True, False}  # missing fact, stranger
+    assert all(FAMILY.true_answer(p) == UNKNOWN for p in unanswerable)
+    for p in problems:
+        if p.data["answerable"]:
+            assert FAMILY.true_answer(p) == world.fact(p.data["entity"], p.data["relation"])
+    with pytest.raises(ValueError, match="tier"):
+        FAMILY.make_problems(4, 1, random.Random(0))
+
+
+def test_the_held_out_suite_is_fixed_and_never_drawn_for_training():
+    suite = FAMILY.eval_suite(1)
+    assert [p.canonical for p in suite] == [p.canonical for p in GroundedQA().eval_suite(1)]
+    answerable = [p for p in suite if p.data["answerable"]]
+    assert len(answerable) == 60 and len(suite) - len(answerable) == 20
+    heldout_phrasings = {t for forms in HELDOUT_TEMPLATES.values() for t in forms}
+    assert not heldout_phrasings & {t for forms in TRAIN_TEMPLATES.values() for t in forms}
+    trained = [p for d in FAMILY.difficulties for p in FAMILY.make_problems(d, 10_000, random.Random(d))]
+    trained += FAMILY.make_problems(1, 10_000, random.Random(99))
+    facts = {(p.data["entity"], p.data["relation"]) for p in trained}
+    for problem in (p for d in FAMILY.difficulties for p in FAMILY.eval_suite(d)):
+        assert (problem.data["entity"], problem.data["relation"]) not in facts  # not even in another phrasing
+        assert problem.data["phrasing"] == "heldout"
+    assert {p.data["phrasing"] for p in trained} == {"train"}
+    assert not FAMILY.eval_ids(FAMILY.difficulties) & {p.sample_id for p in trained}
+
+
+def test_answers_are_read_back_and_abstentions_are_one_answer():
+    problem = FAMILY.make_problems(1, 1, random.Random(5))[0]
+    for answer in ("Tesa", "42", UNKNOWN):
+        assert FAMILY.read_answer(problem, FAMILY.write_answer(problem, answer)) == answer
+    for form in (" I don't know.", " i dont know. Q: more", "I do not know"):
+        assert FAMILY.read_answer(problem, form) == UNKNOWN
+    assert FAMILY.read_answer(problem, "   .") is None
+    age = FAMILY.problem_from_question("how old is Kavo")
+    assert FAMILY.plausible(age, "42")[0] and not FAMILY.plausible(age, "old")[0]
+    assert FAMILY.plausible(age, UNKNOWN)[0]
+    home = FAMILY.problem_from_question("Where does Kavo live?")
+    assert (home.data["entity"], home.data["relation"], home.data["phrasing"]) == ("Kavo", "home", "train")
+    assert FAMILY.plausible(home, "Tesa")[0] and not FAMILY.plausible(home, "tesa")[0]
+
+
+def test_candidates_are_parsed_from_the_world_not_from_the_message():
+    problem = FAMILY.make_problems(1, 1, random.Random(8))[0]
+    parsed = FAMILY.parse_problem(problem.canonical, 1, {"answer": "forged"})
+    assert parsed == problem and parsed.sample_id == problem.sample_id
+    written = FAMILY.parse_problem("Who is the mayor of Tesa", 1)
+    assert written.canonical == "Who is the mayor of Tesa" and written.data["entity"] == "Tesa"
+    assert FAMILY.subject(written) == "Tesa" and FAMILY.true_answer(written) is None
+    assert "Passage: Kavo lives in Tesa." in FAMILY.question_prompt("Kavo lives in Tesa.")
+
+
+def test_answer_rates_split_answerable_accuracy_from_hallucination():
+    suite = FAMILY.eval_suite(2)
+    truth = [FAMILY.true_answer(p) for p in suite]
+    assert FAMILY.answer_rates(suite, truth) == {
+        "answerable": 1.0, "hallucination": 0.0, "abstention": 0.0, "n_answerable": 60.0, "n_unanswerable": 20.0}
+    confident = ["Tesa" if t == UNKNOWN else t for t in truth]
+    assert FAMILY.answer_rates(suite, confident)["hallucination"] == 1.0
+    timid = [UNKNOWN] * len(suite)
+    rates = FAMILY.answer_rates(suite, timid)
+    assert (rates["answerable"], rates["abstention"], rates["hallucination"]) == (0.0, 1.0, 0.0)
+
+
+def test_replay_teaches_the_easy_tiers_with_abstentions():
+    examples = FAMILY.replay_examples(random.Random(0), 200)
+    assert len(examples) == 200 and any(e.answer == f" {UNKNOWN}." for e in examples)
+    tier_one = {p.data["entity"] for p in FAMILY.make_problems(1, 10_000, random.Random(0))}
+    assert all(e.prompt.startswith("Q: ") and e.prompt.endswith(". A:") for e in examples)
+    assert all(any(f" {name}" in e.prompt for name in tier_one) for e in examples[:50])

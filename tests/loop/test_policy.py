@@ -1,0 +1,38 @@
+from loop.policy import LoopPolicy, mastered, next_difficulty, promotion_gate
+from schemas.messages import EvalScore
+
+
+def scores(*accuracies):
+    return [EvalScore(family="arithmetic", difficulty=d, accuracy=a, n=100) for d, a in enumerate(accuracies, start=1)]
+
+
+POLICY = LoopPolicy()
+
+
+def test_mastered_is_the_longest_unbroken_run_above_the_threshold():
+    assert mastered(scores(1.0, 0.97, 0.96, 0.4), 0.95) == 3
+    assert mastered(scores(1.0, 0.5, 0.99), 0.95) == 1
+    assert mastered(scores(0.2), 0.95) == 0
+
+
+def test_an_adapter_that_masters_more_is_promoted():
+    decision = promotion_gate(scores(1, 1, 0.3), scores(1, 1, 0.97, 0.2), POLICY)
+    assert decision.promote and "masters 3" in decision.reason
+
+
+def test_a_regression_on_a_mastered_difficulty_is_rejected_even_with_gains():
+    decision = promotion_gate(scores(1, 1, 0.3), scores(1, 0.9, 0.99, 0.99), POLICY)
+    assert not decision.promote and "regression of 0.100 at mastered difficulty 2" in decision.reason
+
+
+def test_no_gain_is_rejected_and_frontier_gain_is_promoted():
+    assert not promotion_gate(scores(1, 1, 0.3), scores(1, 1, 0.3), POLICY).promote
+    assert promotion_gate(scores(1, 1, 0.3), scores(1, 1, 0.6), POLICY).promote
+
+
+def test_curriculum_one_step_at_a_time_or_jumping():
+    assert next_difficulty(4, 4, POLICY) == 5
+    assert next_difficulty(4, 3, POLICY) == 4  # not mastered yet: stay
+    assert next_difficulty(4, 7, POLICY) == 5
+    assert next_difficulty(4, 7, LoopPolicy(jump_to_solved=True)) == 8
+    assert next_difficulty(4, 7, LoopPolicy(jump_to_solved=True, target_difficulty=6)) == 6

@@ -1,0 +1,38 @@
+"""Held-out evaluation: greedy exact-match accuracy on a family's fixed evaluation suites."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from loop.families.base import TaskFamily
+from schemas.messages import EvalScore
+from workers.generator.engine import GenerationEngine, SamplingSpec
+
+
+def evaluate_family(
+    engine: GenerationEngine, family: TaskFamily, difficulties: Iterable[int], *, max_new_tokens: int | None = None
+) -> list[EvalScore]:
+    """One score per difficulty; the engine's active adapter is the one measured."""
+    scores = []
+    for difficulty in difficulties:
+        suite = family.eval_suite(difficulty)
+        if not suite:
+            continue
+        prompts = [family.prompt(p) for p in suite]
+        budget = max_new_tokens or max(family.answer_budget(p) for p in suite)
+        completions = engine.generate(prompts, SamplingSpec(k=1, greedy_first=True, max_new_tokens=budget))
+        right = sum(
+            family.read_answer(p, c[0]) == family.true_answer(p) for p, c in zip(suite, completions, strict=True)
+        )
+        scores.append(EvalScore(family=family.name, difficulty=difficulty, accuracy=right / len(suite), n=len(suite)))
+    return scores
+
+
+def mastered_difficulty(scores: Iterable[EvalScore], threshold: float = 0.95) -> int:
+    """The longest difficulty D such that every measured difficulty up to D reaches the threshold."""
+    best = 0
+    for score in sorted(scores, key=lambda s: s.difficulty):
+        if score.accuracy < threshold:
+            break
+        best = score.difficulty
+    return best

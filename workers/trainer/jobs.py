@@ -1,0 +1,73 @@
+"""The Celery job ``train_adapter``: freeze a snapshot by policy, train a LoRA adapter, publish it.
+
+    loopctl retrain [--steps 300] [--init base|parent]      # or POST /api/jobs/retrain
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timezone
+from uuid import uuid4
+
+from loop.families import get_family
+from schemas.messages import AdapterEvent
+from services.bus import EventProducer
+from services.jobs import JobContext, job_task
+from services.store.db import open_store
+from workers.model.resolve import base_model_dir
+from workers.trainer.lora import LoraTrainingConfig, train_lora
+from workers.trainer.snapshot import freeze_snapshot
+
+
+@job_task(queue="train", soft_time_limit=4 * 3600)
+def train_adapter(
+    ctx: JobContext,
+    *,
+    families: list[str] | None = None,
+    difficulties: list[int] | None = None,
+    max_staleness: int | None = None,
+    parent_id: str | None = None,
+    parent_path: str | None = None,
+    family_options: dict[str, dict] | None = None,
+    lora: dict | None = None,
+) -> dict:
+    """``lora`` overrides fields of LoraTrainingConfig (steps, rank, lr, replay_share, init ...)."""
+    settings = ctx.settings
+    config = LoraTrainingConfig(**(lora or {}))
+    if config.init == "parent" and not parent_path:
+        config = config.model_copy(update={"init": "base"})  # no parent yet: the first adapter starts fresh
+    engine = open_store(settings)
+    snapshot_id, samples = freeze_snapshot(engine, families=families, difficulties=difficulties,
+                                           max_staleness=max_staleness)
+    ctx.progress(0.02, f"snapshot {snapshot_id}: {len(samples)} accepted samples")
+    options = family_options or {}
+    names = sorted({s.family for s in samples} | set(families or [])) or ["arithmetic"]
+    loaded = {name: get_family(name, **options.get(name, {})) for name in names}
+    rng = random.Random(snapshot_id)
+    examples = [
+        loaded[s.family].training_example(loaded[s.family].parse_problem(s.problem, s.difficulty, s.meta), s.label, rng)
+        for s in samples
+        if s.label is not None
+    ]
+    replay_family = loaded[names[0]]
+    adapter_id = f"adapter-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid4().hex[:6]}"
+    out_dir = settings.adapters_dir / adapter_id
+    base = base_model_dir(settings)
+    record = train_lora(
+        base_model=base, examples=examples, out_dir=out_dir, config=config, snapshot_id=snapshot_id,
+        parent_adapter=parent_path if config.init == "parent" else None, replay=replay_family.replay_examples,
+        progress=lambda step, total, loss: ctx.progress(0.02 + 0.97 * step / total, f"step {step}/{total}, loss {loss:.4f}"),
+        should_stop=lambda: ctx.cancel_requested,
+    )
+    ctx.check_cancelled()  # a cancel during the last steps ends here, before anything is published
+    event = AdapterEvent(
+        adapter_id=adapter_id, parent_id=parent_id, base_model=str(base), snapshot_id=snapshot_id, path=str(out_dir),
+        status="trained", metrics={"final_loss": float(record["final_loss"]), "examples": float(len(examples))},
+        config=record["config"],
+    )
+    producer = EventProducer(settings, client_id="trainer")
+    try:
+        producer.publish(event).get(timeout=30)
+    finally:
+        producer.close()
+    return {"adapter_id": adapter_id, "snapshot_id": snapshot_id, "path": str(out_dir), "examples": len(examples)}

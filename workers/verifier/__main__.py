@@ -1,0 +1,36 @@
+"""Run a verifier worker.
+
+    python -m workers.verifier
+    python -m workers.verifier --agreement 0.8 --oracle     # oracle: the true answer decides (measurement only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from services.settings import get_settings
+from services.store.db import open_store
+from services.store.queries import sample_ids_among
+from workers.verifier.worker import VerifierWorker
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.verifier", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agreement", type=float, default=0.8, help="self-consistency threshold")
+    parser.add_argument("--oracle", action="store_true", help="accept by the true answer (not label-free)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    settings = get_settings()
+    store = open_store(settings)
+    worker = VerifierWorker(settings, accepted_among=lambda ids: sample_ids_among(store, ids, status="accepted"),
+                            threshold=args.agreement, oracle=args.oracle)
+    worker.install_signal_handlers()
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""The verifier worker: Candidates in, Verdicts out.
+
+    python -m workers.verifier
+
+Consumes ``loop.candidates`` in the consumer group ``verifiers`` (scale out by starting more), runs
+the family's chain on each candidate and publishes a Verdict. A candidate for a sample that the
+store already holds as accepted gets no new verdict: the same problem is the same sample, and its
+first acceptance stands (a redelivered candidate, or two requests that drew the same problem).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from loop.families import get_family
+from loop.families.base import TaskFamily
+from schemas.messages import Candidate, Verdict
+from services.bus import Event, EventConsumer, EventProducer
+from services.settings import Settings
+from workers.verifier.chain import VerifierChain
+
+log = logging.getLogger(__name__)
+
+
+class VerifierWorker(EventConsumer):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        accepted_among: Callable[[list[str]], set[str]] = lambda ids: set(),
+        threshold: float = 0.75,
+        oracle: bool = False,
+        family_options: dict[str, dict] | None = None,
+        group_id: str = "verifiers",
+    ) -> None:
+        super().__init__(settings, topics=[Candidate.topic], group_id=group_id, batch_size=256)
+        self.accepted_among = accepted_among
+        self.threshold = threshold
+        self.oracle = oracle
+        self.family_options = family_options or {}
+        self.producer = EventProducer(settings, client_id="verifier")
+        self._families: dict[str, TaskFamily] = {}
+        self.accepted = 0
+        self.rejected = 0
+        self.skipped_duplicates = 0
+
+    def family(self, name: str) -> TaskFamily:
+        if name not in self._families:
+            self._families[name] = get_family(name, **self.family_options.get(name, {}))
+        return self._families[name]
+
+    def handle(self, events: list[Event]) -> None:
+        candidates: list[Candidate] = [e.message for e in events]
+        already = self.accepted_among([c.sample_id for c in candidates])
+        accepted_now: set[str] = set()
+        for event, candidate in zip(events, candidates, strict=True):
+            if candidate.sample_id in already:
+                self.skipped_duplicates += 1
+                continue
+            try:
+                family = self.family(candidate.family)
+                problem = family.parse_problem(candidate.problem, candidate.difficulty, candidate.meta)
+            except (KeyError, ValueError) as exc:
+                self.dead_letter(event, f"cannot verify: {exc}")
+                continue
+            verdict = self.verify(family, candidate, problem, accepted_now)
+            if verdict.accepted:
+                accepted_now.add(candidate.sample_id)
+            self.producer.publish(verdict)
+        self.producer.flush()  # verdicts durable before the candidates' offsets are committed
+
+    def verify(self, family: TaskFamily, candidate: Candidate, problem, accepted_now: set[str]) -> Verdict:
+        eval_ids = family.eval_ids([problem.difficulty])
+        chain = VerifierChain.label_free(family, threshold=self.threshold, accepted=accepted_now,
+                                         eval_ids=eval_ids, oracle=self.oracle)
+        verdict = chain.verify(candidate, problem)
+        if verdict.accepted:
+            self.accepted += 1
+        else:
+            self.rejected += 1
+        return verdict
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.producer.close()
