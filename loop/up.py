@@ -73,6 +73,10 @@ def run_up(*, minutes: float | None, rounds: int | None, target: int | None, pol
         supervisor.add("jobs-worker", ["services.jobs", "worker", "--queues", "train,eval,default"])
         supervisor.add("verifier", ["workers.verifier", "--agreement", str(policy.agreement)])
         supervisor.add("generator", ["workers.generator"])
+        from loop.families import get_family
+
+        if callable(getattr(get_family(policy.family, **policy.family_options), "corpus", None)):
+            supervisor.add("index-updater", ["workers.verifier.index_updater"])  # the FAISS memory of accepted samples
         supervisor.add("controller", ["loop.controller", "--policy", str(policy_file)])
         if api_port and importlib.util.find_spec("services.api.__main__") is not None:
             supervisor.add("api", ["services.api", "--port", str(api_port)])

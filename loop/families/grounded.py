@@ -100,9 +100,6 @@ class GroundedQA(TaskFamily):
         """The person a question is about: what a passage must mention to answer it."""
         return problem.data.get("entity") or _capitalized(problem.canonical)
 
-    def question(self, problem: Problem) -> str:
-        return problem.canonical
-
     # -- facts by tier ------------------------------------------------------------------------------------------
     def _tier_of(self, index: int, total: int) -> int:
         return index * self.tiers // total + 1
@@ -185,15 +182,24 @@ class GroundedQA(TaskFamily):
         """A problem from a question a model wrote: matched against the templates where it fits one, else kept as
         written with its capitalized word as the subject (the evidence check decides what the corpus says)."""
         question = " ".join(question.strip().rstrip("?.").split())
-        for phrasing, templates in (("train", TRAIN_TEMPLATES), ("heldout", HELDOUT_TEMPLATES)):
-            for relation, forms in templates.items():
-                for form in forms:
-                    pattern = "^" + re.escape(form).replace(re.escape("{e}"), r"([A-Z][a-z]+)") + "$"
-                    match = re.match(pattern, question) or re.match(pattern, question[:1].lower() + question[1:])
-                    if match:
-                        return self._problem(match.group(1), relation, form, difficulty, phrasing)
-        return Problem("grounded", difficulty, question, {"entity": _capitalized(question), "relation": None,
-                                                           "answerable": None, "answer": None, "phrasing": "written"})
+        match = _match_template(question)
+        if match:
+            entity, relation, form, phrasing = match
+            return self._problem(entity, relation, form, difficulty, phrasing)
+        return Problem("grounded", difficulty, question, _written(question))
+
+    def parse_problem(self, canonical: str, difficulty: int, data: dict | None = None) -> Problem:
+        """The problem a candidate names. Its facts come from the world, not from the message, wherever the
+        question fits a template; the canonical text is kept as it is (it is what the sample id hashes)."""
+        match = _match_template(canonical)
+        if match:
+            entity, relation, form, phrasing = match
+            return Problem("grounded", difficulty, canonical, self._problem(entity, relation, form, difficulty,
+                                                                            phrasing).data)
+        return Problem("grounded", difficulty, canonical, dict(data) if data else _written(canonical))
+
+    def answer_budget(self, problem: Problem) -> int:
+        return len(self.write_answer(problem, UNKNOWN)) + 6  # the longest answer is the abstention
 
     @staticmethod
     def question_prompt(passage: Passage | str) -> str:
@@ -261,6 +267,23 @@ class GroundedQA(TaskFamily):
             "n_answerable": float(len(answerable)),
             "n_unanswerable": float(len(unanswerable)),
         }
+
+
+def _match_template(question: str) -> tuple[str, str, str, str] | None:
+    """(entity, relation, template, phrasing) of a question written from a template, else None."""
+    for phrasing, templates in (("train", TRAIN_TEMPLATES), ("heldout", HELDOUT_TEMPLATES)):
+        for relation, forms in templates.items():
+            for form in forms:
+                pattern = "^" + re.escape(form).replace(re.escape("{e}"), r"([A-Z][a-z]+)") + "$"
+                match = re.match(pattern, question) or re.match(pattern, question[:1].lower() + question[1:])
+                if match:
+                    return match.group(1), relation, form, phrasing
+    return None
+
+
+def _written(question: str) -> dict:
+    return {"entity": _capitalized(question), "relation": None, "answerable": None, "answer": None,
+            "phrasing": "written"}
 
 
 def _capitalized(text: str) -> str | None:

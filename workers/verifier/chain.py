@@ -41,7 +41,14 @@ class VerifierChain:
 
     def verify(self, candidate: Candidate, problem: Problem) -> Verdict:
         reading = self.read(candidate, problem)
-        results = [check.check(reading) for check in self.checks]
+        results, evidence = [], {}
+        for check in self.checks:
+            # A check that retrieves (workers.verifier.retrieval_checks) also returns what it looked at.
+            with_evidence = getattr(check, "check_with_evidence", None)
+            result, found = with_evidence(reading) if with_evidence else (check.check(reading), [])
+            results.append(result)
+            for item in found:
+                evidence.setdefault(item.id, item)
         accepted = all(r.passed for r in results)
         label, _ = reading.majority
         return Verdict(
@@ -50,4 +57,5 @@ class VerifierChain:
             accepted=accepted,
             label=label if accepted else None,
             checks=results,
+            evidence=list(evidence.values()),
         )

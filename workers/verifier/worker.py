@@ -41,6 +41,7 @@ class VerifierWorker(EventConsumer):
         self.family_options = family_options or {}
         self.producer = EventProducer(settings, client_id="verifier")
         self._families: dict[str, TaskFamily] = {}
+        self._retrieval_chains: dict[str, VerifierChain] = {}
         self.accepted = 0
         self.rejected = 0
         self.skipped_duplicates = 0
@@ -70,11 +71,21 @@ class VerifierWorker(EventConsumer):
             self.producer.publish(verdict)
         self.producer.flush()  # verdicts durable before the candidates' offsets are committed
 
+    def chain_for(self, family: TaskFamily, problem, accepted_now: set[str]) -> VerifierChain:
+        """Grounded families verify by retrieval (novelty, decontamination, evidence); the others by hashes."""
+        if callable(getattr(family, "corpus", None)):
+            if family.name not in self._retrieval_chains:
+                from workers.verifier.memory import Memory
+                from workers.verifier.retrieval_checks import retrieval_chain
+
+                self._retrieval_chains[family.name] = retrieval_chain(family, Memory.open(self.settings),
+                                                                      agreement=self.threshold)
+            return self._retrieval_chains[family.name]
+        return VerifierChain.label_free(family, threshold=self.threshold, accepted=accepted_now,
+                                        eval_ids=family.eval_ids([problem.difficulty]), oracle=self.oracle)
+
     def verify(self, family: TaskFamily, candidate: Candidate, problem, accepted_now: set[str]) -> Verdict:
-        eval_ids = family.eval_ids([problem.difficulty])
-        chain = VerifierChain.label_free(family, threshold=self.threshold, accepted=accepted_now,
-                                         eval_ids=eval_ids, oracle=self.oracle)
-        verdict = chain.verify(candidate, problem)
+        verdict = self.chain_for(family, problem, accepted_now).verify(candidate, problem)
         if verdict.accepted:
             self.accepted += 1
         else:
