@@ -28,7 +28,7 @@ from loop.families import get_family  # noqa: E402
 from loop.offline import OfflineConfig, RoundReport, run_offline  # noqa: E402
 from services.settings import get_settings  # noqa: E402
 from workers.generator import SamplingSpec  # noqa: E402
-from workers.model.builtin import ensure_builtin  # noqa: E402
+from workers.model.resolve import ensure_builtin  # noqa: E402
 from workers.trainer import LoraTrainingConfig  # noqa: E402
 
 

@@ -38,6 +38,7 @@ class LoopState:
     promoted_scores: list[dict] | None = None  # EvalScore dicts of the promoted model (the base at first)
     base_eval_job: str | None = None
     accepted_in_round: int = 0
+    verified_in_round: int = 0
     requested_in_round: int = 0
     training_job: str | None = None
     evaluating: dict[str, dict] = field(default_factory=dict)  # adapter id -> its trained AdapterEvent
@@ -78,8 +79,9 @@ class Controller(EventConsumer):
         for event in events:
             message = event.message
             if isinstance(message, Verdict):
-                if message.accepted and message.family == self.policy.family:
-                    self.state.accepted_in_round += 1
+                if message.family == self.policy.family:
+                    self.state.verified_in_round += 1
+                    self.state.accepted_in_round += int(message.accepted)
             elif isinstance(message, AdapterEvent):
                 self.on_adapter(message)
             elif isinstance(message, EvalResult):
@@ -104,7 +106,7 @@ class Controller(EventConsumer):
             if self.state.promoted_scores is None and self.state.promoted_id is None:
                 self.state.promoted_scores = [s.model_dump() for s in scores]
                 # The curriculum starts one past what the base model masters, on either schedule.
-                self.state.target = mastered(scores, self.policy.mastery) + 1
+                self.state.target = max(mastered(scores, self.policy.mastery) + 1, self.policy.min_difficulty)
                 if self.policy.target_difficulty is not None:
                     self.state.target = min(self.state.target, self.policy.target_difficulty)
                 self.record_round(None, scores, True, "base model")
@@ -126,6 +128,7 @@ class Controller(EventConsumer):
         self.state.target = next_difficulty(self.state.target, now_mastered, self.policy)
         self.state.round += 1
         self.state.accepted_in_round = 0
+        self.state.verified_in_round = 0
         self.state.requested_in_round = 0
 
     def on_job(self, event: JobEvent) -> None:
@@ -148,8 +151,16 @@ class Controller(EventConsumer):
                 state.base_eval_job = self.submit_eval(None, None)
             self.state.save(self.state_path)
             return
-        if (state.training_job is None and not state.evaluating and state.accepted_in_round >= policy.retrain_after
-                and time.time() >= state.retry_training_after):
+        if policy.retrain_after_verified:
+            enough = state.verified_in_round >= policy.retrain_after_verified or (
+                # Problems the store already held are not generated again: a round may verify fewer than asked.
+                state.requested_in_round >= policy.problems_per_round and state.verified_in_round > 0
+                and self.lag.lag(GENERATOR_GROUP, GenerateRequest.topic) == 0
+                and self.lag.lag("verifiers", "loop.candidates") == 0
+            )
+        else:
+            enough = state.accepted_in_round >= policy.retrain_after
+        if state.training_job is None and not state.evaluating and enough and time.time() >= state.retry_training_after:
             state.training_job = submit_job("train_adapter", {
                 "families": [policy.family], "lora": policy.lora, "max_staleness": policy.max_staleness,
                 "parent_id": state.promoted_id, "parent_path": state.promoted_path,

@@ -4,7 +4,7 @@ This is the baseline the services are measured against (``bench/self_improve_off
 reference for what one round does: problems one difficulty past what is mastered, k answers each
 from the current model, the label-free verifier chain, a LoRA adapter trained on every sample
 accepted so far plus a share of the original easy data, and the held-out suites. A new adapter is
-kept only if it masters at least as much as the current one (the promotion gate).
+kept only if it passes the same promotion gate as in the services (``loop.policy.promotion_gate``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loop.families.base import Example, TaskFamily
+from loop.policy import LoopPolicy, promotion_gate
 from schemas.messages import Candidate, EvalScore
 from workers.evaluator import evaluate_family, mastered_difficulty
 from workers.generator import GenerationEngine, SamplingSpec
@@ -37,6 +38,7 @@ class OfflineConfig:
     oracle: bool = False  # the true answer decides acceptance (a measurement aid, not label-free)
     ablation: bool = False  # train on the easy data only, same steps: is the gain from the loop's data?
     lora: LoraTrainingConfig = field(default_factory=LoraTrainingConfig)
+    gate: LoopPolicy = field(default_factory=LoopPolicy)  # the promotion gate the services use, same settings
     seed: int = 0
 
 
@@ -110,7 +112,7 @@ def run_offline(
         new_scores = evaluate_family(engine, family, eval_range(target))
         new_mastered = mastered_difficulty(new_scores, config.threshold)
         timer.lap("evaluate")
-        promoted = new_mastered >= mastered
+        promoted = promotion_gate(scores, new_scores, config.gate).promote
         if promoted:
             adapter, mastered, scores = (name, out_dir / name), new_mastered, new_scores
         else:

@@ -14,11 +14,16 @@ class LoopPolicy(BaseModel):
 
     family: str = Field(default="arithmetic", description="The task family the loop improves on.")
     target_difficulty: int | None = Field(default=None, ge=1, description="Stop moving the curriculum past this.")
+    min_difficulty: int = Field(default=1, ge=1, description="The curriculum starts no lower than this.")
     mastery: float = Field(default=0.95, gt=0, le=1, description="Held-out accuracy at which a difficulty is mastered.")
     jump_to_solved: bool = Field(
         default=False, description="Faster schedule: jump past every difficulty already mastered, not one at a time."
     )
     retrain_after: int = Field(default=800, ge=1, description="Newly accepted samples that trigger a training job.")
+    retrain_after_verified: int | None = Field(
+        default=None, ge=1,
+        description="Instead: train once this many of the round's candidates are verified (the offline loop's rounds).",
+    )
     problems_per_round: int = Field(default=2000, ge=1, description="Most problems requested per round.")
     request_size: int = Field(default=250, ge=1, le=100_000, description="Problems per GenerateRequest.")
     max_outstanding_requests: int = Field(default=2, ge=1, description="Requests waiting for a generator at once.")
@@ -84,7 +89,7 @@ def next_difficulty(current_target: int, mastered_now: int, policy: LoopPolicy) 
         target = mastered_now + 1
     else:
         target = current_target + 1 if mastered_now >= current_target else current_target
-    target = max(target, 1)
+    target = max(target, policy.min_difficulty)
     if policy.target_difficulty is not None:
         target = min(target, policy.target_difficulty)
     return target

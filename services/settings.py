@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     )
     topic_prefix: str = Field(
         default="",
-        description="Prepended to every topic name, so that several loops (or test sessions) share one cluster.",
+        description="Prepended to every topic and consumer group name, so that several loops (or tests) share one cluster.",
     )
     max_message_bytes: int = Field(
         default=256 * 1024,
@@ -96,6 +96,10 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         """The full topic name for one of the design's topics (``loop.candidates`` ...)."""
+        return f"{self.topic_prefix}{name}"
+
+    def group(self, name: str) -> str:
+        """The full consumer group name: loops sharing a cluster must not share groups either."""
         return f"{self.topic_prefix}{name}"
 
 

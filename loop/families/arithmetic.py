@@ -18,14 +18,17 @@ from workers.model import arithmetic_format as fmt
 @register_family("arithmetic")
 class Arithmetic(TaskFamily):
     def __init__(
-        self, *, eval_seed: int = 20_250_101, eval_size: int = 200, easy_digits: int = 5, wider_share: float = 0.25
+        self, *, eval_seed: int = 20_250_101, eval_size: int = 200, easy_digits: int = 4, max_extra_width: int = 2,
+        hint_shift: int = 1,
     ) -> None:
         """``easy_digits``: the labelled range the base model was trained on (replayed every round);
-        ``wider_share``: share of training examples padded one digit wider (see docs/recipe.md)."""
+        ``max_extra_width`` and ``hint_shift``: the training augmentation of the recipe (docs/recipe.md), which
+        self-labelled examples get too, so that each round shows the model the next digit's hint letter."""
         self.eval_seed = eval_seed
         self.eval_size = eval_size
         self.easy_digits = easy_digits
-        self.wider_share = wider_share
+        self.max_extra_width = max_extra_width
+        self.hint_shift = hint_shift
 
     @staticmethod
     def problem(a: int, b: int) -> Problem:
@@ -75,8 +78,8 @@ class Arithmetic(TaskFamily):
         return fmt.format_answer(int(answer), self.width(problem))
 
     def training_example(self, problem: Problem, answer: str, rng: random.Random) -> Example:
-        extra = int(rng.random() < self.wider_share)
-        example = fmt.format_example(problem.data["a"], problem.data["b"], total=int(answer), extra_width=extra)
+        example = fmt.training_example(problem.data["a"], problem.data["b"], rng, total=int(answer),
+                                       max_extra_width=self.max_extra_width, hint_shift=self.hint_shift)
         return Example(example.prompt, example.answer)
 
     def replay_examples(self, rng: random.Random, count: int) -> list[Example]:

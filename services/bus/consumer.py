@@ -85,7 +85,7 @@ class EventConsumer:
         self._stop = threading.Event()
         config: dict[str, Any] = dict(
             bootstrap_servers=settings.kafka_bootstrap,
-            group_id=group_id,
+            group_id=settings.group(group_id),
             client_id=client_id or group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",

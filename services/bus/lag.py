@@ -24,7 +24,8 @@ class LagMonitor:
         if not partitions:
             return 0
         ends = self._offsets.end_offsets(partitions)
-        committed = self._admin.list_consumer_group_offsets(group_id, partitions=partitions)
+        group = self.settings.group(group_id)
+        committed = self._admin.list_group_offsets({group: partitions}).get(group, {})  # kafka-python 3.x API
         total = 0
         for tp in partitions:
             meta = committed.get(tp)

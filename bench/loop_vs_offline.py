@@ -1,0 +1,179 @@
+"""The same rounds through the services and through the offline loop, in one run.
+
+    python bench/loop_vs_offline.py                     # builtin model, 4 rounds each
+    python bench/loop_vs_offline.py --rounds 6 --problems 1000 --steps 300
+
+The services run as separate processes on a Kafka broker this script starts (store writer, Celery
+worker, generator, verifier, controller); the controller trains once every candidate of a round is
+verified, with the same LoRA settings, problems per round and sampling as the offline loop. The
+peak resident memory of the whole stack (every process, the Kafka JVM included) is sampled every
+second and reported per round, to show whether it grows. Ends with one line:
+    loop: <T_services> min vs <T_offline> min offline (<ratio>x), final <F_services> vs <F_offline> digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import psutil  # noqa: E402
+
+from loop.families import get_family  # noqa: E402
+from loop.offline import OfflineConfig, run_offline  # noqa: E402
+from loop.policy import LoopPolicy  # noqa: E402
+from loop.status import controller_state, read_rounds  # noqa: E402
+from services.bus import create_topics  # noqa: E402
+from services.kafka.launcher import KafkaBroker  # noqa: E402
+from services.settings import Settings, get_settings  # noqa: E402
+from workers.generator import SamplingSpec  # noqa: E402
+from workers.model.resolve import ensure_builtin  # noqa: E402
+from workers.trainer import LoraTrainingConfig  # noqa: E402
+
+
+class MemorySampler(threading.Thread):
+    """Peak RSS of a set of process trees, sampled every second; the peak is also kept per round."""
+
+    def __init__(self, roots: list[int], round_of) -> None:
+        super().__init__(daemon=True)
+        self.roots, self.round_of = roots, round_of
+        self.peak = 0
+        self.per_round: dict[int, int] = {}
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(1.0):
+            total = 0
+            for pid in list(self.roots):
+                try:
+                    root = psutil.Process(pid)
+                    total += sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+                except psutil.NoSuchProcess:
+                    continue
+            self.peak = max(self.peak, total)
+            number = self.round_of()
+            self.per_round[number] = max(self.per_round.get(number, 0), total)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--problems", type=int, default=1000)
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--agreement", type=float, default=0.8)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--replay-share", type=float, default=0.3)
+    parser.add_argument("--timeout-min", type=float, default=120)
+    return parser.parse_args(argv)
+
+
+def run_services(args, model_dir: Path, easy: int, lora: LoraTrainingConfig, work: Path) -> tuple[float, int, dict]:
+    broker = KafkaBroker(work / "kafka")
+    broker.start()
+    settings = Settings(data_dir=work / "services", kafka_bootstrap=broker.bootstrap, model_dir=model_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    create_topics(settings)
+    policy = LoopPolicy(
+        problems_per_round=args.problems, request_size=min(250, args.problems), retrain_after_verified=args.problems,
+        k=args.k, temperature=args.temperature, agreement=args.agreement, eval_margin=2, base_eval_up_to=easy + 2,
+        family_options={"easy_digits": easy}, lora=lora.model_dump(),
+    )
+    (settings.data_dir / "policy.json").write_text(policy.model_dump_json())
+    env = {**os.environ, "LOOP_DATA_DIR": str(settings.data_dir), "LOOP_KAFKA_BOOTSTRAP": broker.bootstrap,
+           "LOOP_MODEL_DIR": str(model_dir)}
+    logs = settings.data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    commands = {
+        "store-writer": ["services.store"],
+        "jobs-worker": ["services.jobs", "worker", "--queues", "train,eval,default"],
+        "verifier": ["workers.verifier", "--agreement", str(args.agreement)],
+        "generator": ["workers.generator"],
+        "controller": ["loop.controller", "--policy", str(settings.data_dir / "policy.json")],
+    }
+    processes = {name: subprocess.Popen([sys.executable, "-m", *argv], cwd=REPO, env=env,
+                                        stdout=open(logs / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
+                 for name, argv in commands.items()}
+    sampler = MemorySampler([broker.pid, *(p.pid for p in processes.values())],
+                            lambda: controller_state(settings).get("round", 1))
+    sampler.start()
+    started = time.monotonic()
+    try:
+        while controller_state(settings).get("round", 1) <= args.rounds:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited; see {logs / (name + '.log')}")
+            if time.monotonic() - started > args.timeout_min * 60:
+                raise TimeoutError(f"services did not finish {args.rounds} rounds in {args.timeout_min} min")
+            time.sleep(1.0)
+        minutes = (time.monotonic() - started) / 60
+    finally:
+        sampler.stop()
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        broker.stop()
+    rounds = read_rounds(settings)
+    final = max((r["mastered"] for r in rounds), default=0)
+    for r in rounds:
+        print(f"  services round {r['round']}: target {r['target']} accepted {r['accepted']} mastered {r['mastered']} "
+              f"{'promoted' if r['promoted'] else 'rejected'} at {r['minutes']:.1f} min")
+    return minutes, final, {"peak": sampler.peak, "per_round": sampler.per_round}
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    print("command: python " + shlex.join(["bench/loop_vs_offline.py", *(sys.argv[1:] if argv is None else argv)]))
+    settings = get_settings()
+    model_dir = args.model or ensure_builtin(settings.builtin_model_dir)
+    report = model_dir / "eval_report.json"
+    easy = json.loads(report.read_text())["config"]["max_digits"] if report.exists() else 5
+    lora = LoraTrainingConfig(rank=args.rank, alpha=2 * args.rank, steps=args.steps, lr=args.lr,
+                              replay_share=args.replay_share, batch_size=128)
+    work = Path(tempfile.mkdtemp(prefix="loop-vs-offline-"))
+    print(f"model {model_dir}, easy range 1-{easy}, {args.rounds} rounds of {args.problems} problems, work dir {work}")
+
+    started = time.monotonic()
+    offline = run_offline(
+        base_model=model_dir, family=get_family("arithmetic", easy_digits=easy), out_dir=work / "offline",
+        config=OfflineConfig(rounds=args.rounds, minutes=args.timeout_min, problems_per_round=args.problems,
+                             sampling=SamplingSpec(k=args.k, temperature=args.temperature), agreement=args.agreement,
+                             lora=lora, gate=LoopPolicy()),
+        on_round=lambda r: print(f"  offline round {r.round}: target {r.difficulty} kept {r.kept} mastered {r.mastered}",
+                                 flush=True),
+    )
+    t_offline = (time.monotonic() - started) / 60
+    f_offline = max(r.mastered for r in offline)
+
+    t_services, f_services, memory = run_services(args, model_dir, easy, lora, work)
+    gib = 1024**3
+    per_round = ", ".join(f"round {k}: {v / gib:.2f}" for k, v in sorted(memory["per_round"].items()))
+    print(f"memory: peak {memory['peak'] / gib:.2f} GiB for the whole stack (Kafka JVM included); per round GiB: {per_round}")
+    line = (f"loop: {t_services:.1f} min vs {t_offline:.1f} min offline ({t_services / t_offline:.2f}x), "
+            f"final {f_services} vs {f_offline} digits")
+    print(line)
+    return line
+
+
+if __name__ == "__main__":
+    main()
