@@ -14,6 +14,9 @@ Watch and steer it:
     loopctl retrain [--steps N] [--init base|parent]           start a training job now; prints its id
     loopctl jobs [JOB_ID] [--cancel]  list jobs, show one, or cancel it
     loopctl adapters [list | promote ID | rollback [--to ID|base]]
+    loopctl api [--host H] [--port P]                   the HTTP API and web dashboard
+    loopctl export SNAPSHOT|latest [--out DIR] [--format jsonl,parquet]
+    loopctl import FILE.jsonl [--source NAME]           a seed dataset, as accepted samples
 
 Infrastructure on its own:
     loopctl kafka start|stop|status|fetch   the project's own Kafka broker
@@ -80,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run a Celery job worker")
     worker.add_argument("--queues", default="train,eval,default")
     worker.add_argument("--concurrency", type=int, default=1)
+
+    from services.api.cli import add_data_commands
+
+    add_data_commands(commands)  # export, import, api
     return parser
 
 
@@ -87,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # the client's connection chatter
     args = build_parser().parse_args(argv)
+    if args.command in ("export", "import", "api"):
+        from services.api.cli import run_data_command
+
+        return run_data_command(args)
     from loop import commands
 
     handler = getattr(commands, f"cmd_{args.command}")

@@ -94,6 +94,9 @@ class Controller(EventConsumer):
         self.tick()
 
     def on_adapter(self, event: AdapterEvent) -> None:
+        if event.status in ("promoted", "rolled_back"):
+            self.follow_decision(event)
+            return
         if event.status != "trained" or event.adapter_id in self.state.evaluating:
             return
         self.state.training_job = None
@@ -130,6 +133,31 @@ class Controller(EventConsumer):
         self.state.accepted_in_round = 0
         self.state.verified_in_round = 0
         self.state.requested_in_round = 0
+
+    def follow_decision(self, event: AdapterEvent) -> None:
+        """Promotions and roll backs made by a user (API, loopctl) move the loop's baseline too."""
+        if event.status == "promoted" and event.adapter_id != self.state.promoted_id:
+            self.state.promoted_id, self.state.promoted_path = event.adapter_id, event.path
+            self.state.promoted_scores = self.scores_of(event.adapter_id) or self.state.promoted_scores
+            log.info("following a promotion of %s made outside the controller", event.adapter_id)
+        elif event.status == "rolled_back" and event.adapter_id == self.state.promoted_id:
+            self.state.promoted_id, self.state.promoted_path = None, None
+            self.state.promoted_scores = self.scores_of("base") or self.state.promoted_scores
+            log.info("adapter %s rolled back; on the base model until another is promoted", event.adapter_id)
+
+    def scores_of(self, adapter_id: str) -> list[dict] | None:
+        """The held-out scores the store holds for an adapter (the last evaluation of it)."""
+        from sqlmodel import Session, select
+
+        from schemas.tables import EvalRecord
+        from services.store.db import open_store
+
+        with Session(open_store(self.settings)) as session:
+            record = session.exec(select(EvalRecord).where(EvalRecord.adapter_id == adapter_id)
+                                  .order_by(EvalRecord.created_at.desc())).first()
+        if record is None:
+            return None
+        return [s for s in record.scores or [] if s.get("family") == self.policy.family]
 
     def on_job(self, event: JobEvent) -> None:
         if event.job_id == self.state.training_job and event.state in ("failed", "cancelled"):
