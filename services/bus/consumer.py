@@ -98,7 +98,9 @@ class EventConsumer:
             heartbeat_interval_ms=3_000,
         )
         config.update(consumer_options or {})
+        config.setdefault("metadata_max_age_ms", 30_000)  # topics created later are seen within 30 s
         self._consumer = KafkaConsumer(**config)
+        self._await_topic_metadata()
         # The assignment is tracked by the rebalance callbacks, which run in the polling thread: other
         # threads read ``assigned`` without touching the client (whose calls block while it polls).
         self.assigned: frozenset[tuple[str, int]] = frozenset()
@@ -106,6 +108,21 @@ class EventConsumer:
         self._dlq = EventProducer(settings, client_id=f"{group_id}-dlq")
         self.dead_lettered = 0
         self.handled = 0
+
+    def _await_topic_metadata(self, timeout_s: float = 30.0) -> None:
+        """Know every topic's partitions before joining the group.
+
+        A member that joins before its client has the topics' metadata is assigned nothing, and only
+        the next metadata refresh makes it rejoin: asking first spares that wait.
+        """
+        deadline = time.monotonic() + timeout_s
+        missing = list(self.topics)
+        while missing and time.monotonic() < deadline:
+            missing = [t for t in missing if not self._consumer.partitions_for_topic(self.settings.topic(t))]
+            if missing:
+                time.sleep(0.2)
+        if missing:
+            log.warning("%s: no metadata yet for %s; joining anyway", self.group_id, ", ".join(missing))
 
     # -- to implement -------------------------------------------------------------------------------
     def handle(self, events: list[Event]) -> None:

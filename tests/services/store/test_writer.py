@@ -338,6 +338,7 @@ def test_replaying_the_topics_into_an_empty_database_gives_the_same_rows(setting
 
 def committed_candidates(settings: Settings, group_id: str) -> int:
     """How many loop.candidates messages the group has committed, over all partitions."""
+    group_id = settings.group(group_id)  # consumers prefix their group like their topics
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="test-offsets")
     try:
         offsets = admin.list_group_offsets(group_id).get(group_id, {})
