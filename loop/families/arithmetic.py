@@ -99,12 +99,14 @@ class Arithmetic(TaskFamily):
         return str(problem.data["a"] + problem.data["b"])
 
     def plausible(self, problem: Problem, answer: str) -> tuple[bool, str]:
+        """A label-free range check: a sum is at least the larger operand and at most twice it. It catches
+        the typical error one digit past the mastered range (the top digit written as the carry alone)."""
         if not answer.isdigit():
             return False, f"answer {answer!r} is not a number"
-        longest = max(len(str(problem.data["a"])), len(str(problem.data["b"])))
-        if not longest <= len(answer) <= longest + 1:
-            return False, f"a sum of {longest}-digit numbers has {longest} or {longest + 1} digits, not {len(answer)}"
-        return True, f"{len(answer)} digits, as a sum of {longest}-digit numbers should"
+        a, b = problem.data["a"], problem.data["b"]
+        if not fmt.plausible(a, b, int(answer)):
+            return False, f"{answer} is outside [{max(a, b)}, {2 * max(a, b)}], where a sum of {a} and {b} must lie"
+        return True, f"{answer} lies between the larger operand and twice it"
 
     def parse_problem(self, canonical: str, difficulty: int = 0, data: dict | None = None) -> Problem:
         a, plus, b = canonical.partition("+")

@@ -9,9 +9,11 @@ The format is what makes length generalization learnable on a small budget (see 
   answer digit finds its operand digits by matching letters rather than by counting positions.
 
 Example, 57 + 8 = 65 at width 3:  prompt "a7b5c0+a8b0c0="  answer "a5b6c0".
-A model that has never read the letter of a position cannot write a digit there, which is what bounds how far the
-base model reaches past its training lengths (one digit, through the letters it saw as padding) and what the
-self-improvement rounds extend one letter at a time.
+
+Training (not inference) also writes examples up to two digits wider and with the letters starting one late
+("b7c5d0e0+b8c0d0e0=" "b5c6d0e0"): the model then sees the widths of longer problems and every letter it will need
+one digit later holding a real digit, so it reaches one digit past its training range, and no further, because the
+letter after that has never held a real digit. Self-improvement rounds move that frontier one digit per round.
 """
 
 from __future__ import annotations
@@ -69,14 +71,34 @@ def format_example(a: int, b: int, total: int | None = None, extra_width: int = 
     return AdditionExample(prompt=format_prompt(a, b, width, offset), answer=format_answer(total, width, offset))
 
 
-def random_offset(width: int, rng: random.Random) -> int:
-    return rng.randint(0, MAX_WIDTH - width)
+def training_example(a: int, b: int, rng: random.Random, total: int | None = None, max_extra_width: int = 2,
+                     hint_shift: int = 1) -> AdditionExample:
+    """The augmentation every training example gets, base or self-labelled: random extra padding and hint shift."""
+    return format_example(a, b, total=total, extra_width=rng.randint(0, max_extra_width),
+                          offset=rng.randint(0, hint_shift))
+
+
+def renderings(a: int, b: int, extra_widths: int = 1, shifts: int = 0) -> list[tuple[str, int, int]]:
+    """The same problem written several ways: (prompt, width, offset) for each padding and hint shift.
+
+    A model that has not learnt a length makes errors that depend on where the digits sit, so its answers to
+    these renderings disagree; agreement across them is a label-free check that sampling alone does not give
+    (sampled answers of a confidently wrong model agree with each other). The defaults stay inside what the model
+    can read one digit past its mastered length: one digit wider than canonical, no shift (a shifted rendering needs
+    a letter that has not yet held a real digit, and fails even where the canonical answer is right).
+    """
+    out = []
+    for offset in range(shifts + 1):
+        for extra in range(extra_widths + 1):
+            width = default_width(a, b) + extra
+            out.append((format_prompt(a, b, width, offset), width, offset))
+    return out
 
 
 _HINTED_DIGIT = re.compile(r"([A-Za-z])(\d)")
 
 
-def parse_answer(completion: str, width: int) -> int | None:
+def parse_answer(completion: str, width: int, offset: int = 0) -> int | None:
     """The number written in a completion, or None when it breaks the format.
 
     This is the label-free length/format filter: exactly `width` digits, each behind the right letter in order.
@@ -85,9 +107,19 @@ def parse_answer(completion: str, width: int) -> int | None:
     pairs = _HINTED_DIGIT.findall(text)
     if len(pairs) != width or "".join(h + d for h, d in pairs) != text:
         return None
-    if any(hint != HINTS[i] for i, (hint, _) in enumerate(pairs)):
+    if any(hint != HINTS[offset + i] for i, (hint, _) in enumerate(pairs)):
         return None
     return int("".join(digit for _, digit in pairs)[::-1])
+
+
+def plausible(a: int, b: int, answer: int) -> bool:
+    """A label-free range check: a sum of non-negative numbers is at least the larger one and at most twice it.
+
+    It catches the base model's typical error one digit past its range, a top digit written as the carry alone
+    (626470 + 8082 -> 34555), which every rendering and sample agrees on and a vote would keep.
+    """
+    larger = max(a, b)
+    return larger <= answer <= 2 * larger
 
 
 def random_operand(digits: int, rng: random.Random) -> int:

@@ -37,10 +37,12 @@ def test_answers_round_trip_through_the_model_format():
     assert family.read_answer(problem, "hello") is None
 
 
-def test_plausible_length_filter():
+def test_plausible_range_filter():
     family = get_family("arithmetic")
     problem = Arithmetic.problem(957, 680)
     assert family.plausible(problem, "1637")[0]
-    assert family.plausible(problem, "637")[0]
-    ok, reason = family.plausible(problem, "16370")
-    assert not ok and "3 or 4 digits" in reason
+    assert family.plausible(problem, "1000")[0]  # wrong, but no range check can tell
+    ok, reason = family.plausible(problem, "637")
+    assert not ok and "outside [957, 1914]" in reason
+    assert not family.plausible(Arithmetic.problem(626470, 8082), "34555")[0]  # the top digit as the carry alone
+    assert not family.plausible(problem, "16370")[0]

@@ -31,8 +31,8 @@ def test_format_accepts_a_plausible_majority_and_rejects_garbage():
     assert run(build_check("format"), PROBLEM, ["7911", "7911", "7911"]).passed
     result = run(build_check("format"), PROBLEM, ["zz", "a1b2", "??"])
     assert not result.passed and "none of the 3 answers is well formed" in result.reason
-    too_long = run(build_check("format"), Arithmetic.problem(45, 33), ["100", "100"])  # 3 digits is plausible
-    assert too_long.passed
+    out_of_range = run(build_check("format"), Arithmetic.problem(45, 33), ["100", "100"])
+    assert not out_of_range.passed and "outside [45, 90]" in out_of_range.reason
 
 
 def test_self_consistency_threshold():
