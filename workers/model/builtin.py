@@ -11,6 +11,7 @@ The recipe, and the measurements behind each choice, are in docs/recipe.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import random
@@ -22,7 +23,7 @@ import torch
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from workers.model.arithmetic_format import AdditionExample, default_width, format_prompt, parse_answer, random_problem
+from workers.model.arithmetic_format import digit_count, AdditionExample, default_width, format_prompt, parse_answer, random_problem
 from workers.model.arithmetic_format import training_example
 from workers.model.tokenizer import build_tokenizer, save_tokenizer
 
@@ -77,11 +78,14 @@ def encode_examples(tokenizer: PreTrainedTokenizerFast, examples: list[AdditionE
 
 
 def easy_examples(config: BuiltinConfig, rng: random.Random, count: int) -> list[AdditionExample]:
-    """Longer lengths weigh more: they hold nearly all distinct problems and all of the hard carries."""
+    """Longer lengths weigh more: they hold nearly all distinct problems and all of the hard carries.
+    Problems of the evaluation suite are never drawn."""
     lengths = list(range(1, config.max_digits + 1))
     examples = []
-    for digits in rng.choices(lengths, weights=lengths, k=count):
-        a, b = random_problem(digits, rng)
+    while len(examples) < count:
+        a, b = random_problem(rng.choices(lengths, weights=lengths)[0], rng)
+        if is_heldout(a, b):
+            continue
         examples.append(training_example(a, b, rng, max_extra_width=config.max_extra_width,
                                          hint_shift=config.hint_shift))
     return examples
@@ -138,10 +142,21 @@ def generate_completions(model, tokenizer, prompts: list[str], max_new_tokens: i
     return out
 
 
-def heldout_problems(digits: int, count: int, seed: int = 1234) -> list[tuple[int, int]]:
-    """Fixed per length and seeded apart from training, so every model is measured on the same problems."""
-    rng = random.Random(f"heldout-{seed}-{digits}")
-    return [random_problem(digits, rng) for _ in range(count)]
+@functools.cache
+def _family():
+    from loop.families.arithmetic import Arithmetic
+
+    return Arithmetic()
+
+
+def heldout_problems(digits: int, count: int) -> list[tuple[int, int]]:
+    """The arithmetic family's evaluation suite: the same problems the loop measures, never trained on."""
+    return [(p.data["a"], p.data["b"]) for p in _family().eval_suite(digits)[:count]]
+
+
+def is_heldout(a: int, b: int) -> bool:
+    family = _family()
+    return family.problem(a, b).sample_id in family._eval_ids(digit_count(a, b))
 
 
 def evaluate(model, tokenizer, lengths: list[int], count: int = 200) -> dict[int, float]:
@@ -152,7 +167,7 @@ def evaluate(model, tokenizer, lengths: list[int], count: int = 200) -> dict[int
         prompts = [format_prompt(a, b) for a, b in problems]
         completions = generate_completions(model, tokenizer, prompts, max_new_tokens=2 * (digits + 1) + 1)
         right = sum(parse_answer(c[0], default_width(a, b)) == a + b for c, (a, b) in zip(completions, problems))
-        accuracy[digits] = right / count
+        accuracy[digits] = right / len(problems)
     return accuracy
 
 
