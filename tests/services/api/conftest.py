@@ -152,7 +152,7 @@ class StoreData:
 def arithmetic_sample(i: int, *, created: datetime | None = None) -> tuple[Candidate, Verdict | None]:
     """Sample i: difficulty 1 + i % 3, round i // 4, adapter by round; accepted if i is even, rejected if
     i % 4 == 1, pending (no verdict) if i % 4 == 3."""
-    problem = f"{i}+{i}="
+    problem = f"{i}+{i}"
     sid = sample_id_for("arithmetic", problem)
     adapter = {0: None, 1: "a1"}.get(i // 4, "a2")
     moment = at(i) if created is None else created
@@ -403,9 +403,23 @@ class JobStack:
             "LOOP_DATABASE_URL": self.settings.store_url,
             "LOOP_CELERY_BROKER_URL": self.settings.broker_url,
             "LOOP_API_TOKEN": TOKEN,
+            "LOOP_MODEL_DIR": str(self.settings.data_dir / "tiny-model"),
             "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO), os.environ.get("PYTHONPATH", "")]),
             "PYTHONUNBUFFERED": "1",
         }
+
+
+def save_tiny_model(directory: Path) -> None:
+    """An untrained two-layer builtin model: enough for the real training job to run in seconds."""
+    import torch
+
+    from workers.model.builtin import BuiltinConfig, build_model
+    from workers.model.tokenizer import build_tokenizer, save_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer()
+    build_model(BuiltinConfig(layers=2, hidden=32, heads=2, intermediate=64), tokenizer).save_pretrained(directory)
+    save_tokenizer(tokenizer, directory)
 
 
 def _start_job_stack(kafka_broker, data_dir: Path, database_url: str) -> JobStack:
@@ -419,6 +433,7 @@ def _start_job_stack(kafka_broker, data_dir: Path, database_url: str) -> JobStac
     )
     create_topics(settings)
     engine = open_store(settings)
+    save_tiny_model(data_dir / "tiny-model")
     log_path = data_dir / "worker.log"
     stack = JobStack(settings, engine, None, log_path, WriterThread(settings, engine))  # type: ignore[arg-type]
     with open(log_path, "wb") as log:

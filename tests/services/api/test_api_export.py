@@ -39,7 +39,7 @@ def expected_row_of_sample_2(snapshot_id: str, sample_id: str) -> dict:
         "family": "arithmetic",
         "difficulty": 3,
         "round": 0,
-        "problem": "2+2=",
+        "problem": "2+2",
         "label": "4",
         "true_answer": "4",
         "answers": ["4", "5", "4"],

@@ -58,7 +58,7 @@ def test_listing_sorts_and_paginates(client, standard):
 def test_one_sample_has_answers_checks_and_lineage(client, standard):
     sid = standard.arithmetic[2]  # round 0 (base model), accepted, in s1 and s2; a1 trained on s1, a2..a4 on s2
     body = client.get(f"/api/samples/{sid}").json()
-    assert body["problem"] == "2+2=" and body["label"] == "4" and body["true_answer"] == "4"
+    assert body["problem"] == "2+2" and body["label"] == "4" and body["true_answer"] == "4"
     assert [(a["text"], a["chosen"], a["correct"]) for a in body["answers"]] == [
         ("4", True, True),
         ("5", False, False),

@@ -2,8 +2,8 @@
 the samples, open one, compare snapshots, promote an adapter, start a retraining and watch its progress.
 
 The whole stack is real: ``python -m services.api`` in its own process (on the port it prints), a Celery worker
-running a stand-in of the training job (``jobs_for_api_tests.api_test_retrain``: progress in seconds, no model),
-a store writer, Kafka, and a SQLite store. Screenshots go to ``test-artifacts/dashboard/``.
+running the real ``train_adapter`` job (LoRA on a tiny untrained model, over the store's accepted samples), a
+store writer, Kafka, and a SQLite store. Screenshots go to ``test-artifacts/dashboard/``.
 
 Needs ``apt-get install chromium`` and the ``playwright`` package (never ``playwright install``): skipped without
 them, except on CI (``CI`` set), where that fails.
@@ -83,7 +83,7 @@ def api_server(seeded_job_stack, tmp_path):
     log_path = tmp_path / "api.log"
     log = open(log_path, "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.api", "--port", "0", "--retrain-job", "api_test_retrain"],
+        [sys.executable, "-m", "services.api", "--port", "0"],  # retraining runs the real train_adapter job
         cwd=REPO,
         env=seeded_job_stack.env(),
         stdout=log,
@@ -146,7 +146,7 @@ def test_dashboard_end_to_end(seeded_job_stack, api_server, browser_page, auth):
 
     # One sample: problem, answers with the chosen label, checks, lineage.
     page.locator("a.sample-link").first.click()
-    expect(page.locator("#problem")).to_have_text("2+2=")
+    expect(page.locator("#problem")).to_have_text("2+2")
     expect(page.locator("#answers tbody tr")).to_have_count(3)
     expect(page.locator("#answers tr.chosen")).to_have_count(2)
     expect(page.locator("#checks")).to_contain_text("2 of 3 answers agree")
@@ -177,7 +177,8 @@ def test_dashboard_end_to_end(seeded_job_stack, api_server, browser_page, auth):
 
     # Retrain: start it, watch its progress move, see it succeed.
     page.get_by_role("link", name="Retrain & jobs").click()
-    page.fill("#overrides", '{"steps": 10, "step_s": 0.5}')
+    # The real training job, on a tiny model and the accepted arithmetic samples of the store.
+    page.fill("#overrides", '{"families": ["arithmetic"], "lora": {"steps": 300, "batch_size": 8, "rank": 4, "alpha": 8}}')
     page.click("#retrain")
     expect(page.locator("#flash")).to_contain_text("Retraining queued as job")
     expect(page.locator("#job-panel")).to_be_visible()
@@ -190,7 +191,7 @@ def test_dashboard_end_to_end(seeded_job_stack, api_server, browser_page, auth):
     expect(page.locator("#job-percent")).to_have_text("100%")
     shot(page, "07-retrain-succeeded")
     page.reload()
-    expect(page.locator("#jobs")).to_contain_text("api_test_retrain")
+    expect(page.locator("#jobs")).to_contain_text("train_adapter")
     shot(page, "08-jobs-list")
 
     # Dead letters: hostile bytes shown as text, not markup.
