@@ -93,8 +93,8 @@ class EventConsumer:
             fetch_max_bytes=16 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             # A worker killed without leaving its group holds its partitions until the session times
-            # out; kafka-python's 45 s default would stall a restarted worker that long.
-            session_timeout_ms=10_000,
+            # out; 30 s (not the 45 s default) bounds that stall yet tolerates a busy machine.
+            session_timeout_ms=30_000,
             heartbeat_interval_ms=3_000,
         )
         config.update(consumer_options or {})

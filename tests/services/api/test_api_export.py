@@ -187,7 +187,7 @@ def test_api_import(client, store_writer, wait_until, auth):
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["imported"] == 2 and len(body["sample_ids"]) == 2
-    wait_until(lambda: client.get("/api/samples", params={"status": "accepted"}).json()["total"] == 2, 30, "the import")
+    wait_until(lambda: client.get("/api/samples", params={"status": "accepted"}).json()["total"] == 2, 120, "the import")
     bad = client.post("/api/samples/import", headers=auth, json={"rows": [{**SEEDS[0], "difficulty": "3"}]})
     assert bad.status_code == 422 and "rows.0.difficulty: Input should be a valid integer" in bad.json()["detail"]
     assert client.post("/api/samples/import", headers=auth, json={"rows": []}).status_code == 422

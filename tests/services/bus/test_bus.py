@@ -129,11 +129,11 @@ def test_two_consumers_of_one_group_share_the_partitions_and_see_each_message_on
     total = 400
     with running(first, second):
         wait_until(lambda: first.assigned_count() and second.assigned_count() and first.assigned_count() + second.assigned_count() == 8,
-                   timeout=60, what="both consumers to own partitions")  # fmt: skip
+                   timeout=150, what="both consumers to own partitions")  # fmt: skip
         with EventProducer(settings) as producer:
             for i in range(total):
                 producer.publish(candidate(i))
-        wait_until(lambda: len(first.events) + len(second.events) >= total, timeout=60, what="every message")
+        wait_until(lambda: len(first.events) + len(second.events) >= total, timeout=150, what="every message")
     seen = Counter(m.sample_id for m in first.messages() + second.messages())
     assert len(seen) == total and max(seen.values()) == 1
     partitions = [{event.partition for event in consumer.events} for consumer in (first, second)]
