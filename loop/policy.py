@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,13 +45,18 @@ class LoopPolicy(BaseModel):
     max_staleness: int | None = Field(default=None, ge=0, description="Oldest samples trained on, in adapter versions.")
 
 
-def mastered(scores: list[EvalScore], threshold: float) -> int:
+def mastered_length(accuracy: Mapping[int, float], threshold: float = 0.95) -> int:
+    """The longest difficulty D such that every measured difficulty up to D reaches the threshold."""
     best = 0
-    for score in sorted(scores, key=lambda s: s.difficulty):
-        if score.accuracy < threshold:
+    for difficulty in sorted(accuracy):
+        if accuracy[difficulty] < threshold:
             break
-        best = score.difficulty
+        best = difficulty
     return best
+
+
+def mastered(scores: Iterable[EvalScore], threshold: float = 0.95) -> int:
+    return mastered_length({s.difficulty: s.accuracy for s in scores}, threshold)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from loop.families.base import TaskFamily
+from loop.policy import mastered as mastered_difficulty  # noqa: F401 - the one definition, re-exported
 from schemas.messages import EvalScore
 from workers.generator.engine import GenerationEngine, SamplingSpec
 
@@ -26,13 +27,3 @@ def evaluate_family(
         )
         scores.append(EvalScore(family=family.name, difficulty=difficulty, accuracy=right / len(suite), n=len(suite)))
     return scores
-
-
-def mastered_difficulty(scores: Iterable[EvalScore], threshold: float = 0.95) -> int:
-    """The longest difficulty D such that every measured difficulty up to D reaches the threshold."""
-    best = 0
-    for score in sorted(scores, key=lambda s: s.difficulty):
-        if score.accuracy < threshold:
-            break
-        best = score.difficulty
-    return best

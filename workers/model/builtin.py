@@ -25,6 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from workers.model.arithmetic_format import digit_count, AdditionExample, default_width, format_prompt, parse_answer, random_problem
 from workers.model.arithmetic_format import training_example
+from loop.policy import mastered_length
 from workers.model.tokenizer import build_tokenizer, save_tokenizer
 
 REPORT_NAME = "eval_report.json"
@@ -169,16 +170,6 @@ def evaluate(model, tokenizer, lengths: list[int], count: int = 200) -> dict[int
         right = sum(parse_answer(c[0], default_width(a, b)) == a + b for c, (a, b) in zip(completions, problems))
         accuracy[digits] = right / len(problems)
     return accuracy
-
-
-def mastered_length(accuracy: dict[int, float], threshold: float = 0.95) -> int:
-    """The longest length L such that every length up to L has held-out accuracy >= threshold."""
-    best = 0
-    for digits in sorted(accuracy):
-        if accuracy[digits] < threshold:
-            break
-        best = digits
-    return best
 
 
 def bootstrap(config: BuiltinConfig, out_dir: str | Path) -> dict:

@@ -42,6 +42,7 @@ class VerifierWorker(EventConsumer):
         self.producer = EventProducer(settings, client_id="verifier")
         self._families: dict[str, TaskFamily] = {}
         self._retrieval_chains: dict[str, VerifierChain] = {}
+        self._eval_ids: dict[tuple[str, int], frozenset[str]] = {}
         self.accepted = 0
         self.rejected = 0
         self.skipped_duplicates = 0
@@ -82,7 +83,14 @@ class VerifierWorker(EventConsumer):
                                                                       agreement=self.threshold)
             return self._retrieval_chains[family.name]
         return VerifierChain.label_free(family, threshold=self.threshold, accepted=accepted_now,
-                                        eval_ids=family.eval_ids([problem.difficulty]), oracle=self.oracle)
+                                        eval_ids=self.eval_ids(family, problem.difficulty), oracle=self.oracle)
+
+    def eval_ids(self, family: TaskFamily, difficulty: int) -> frozenset[str]:
+        """The suite's sample ids, built once per family and difficulty rather than once per candidate."""
+        key = (family.name, difficulty)
+        if key not in self._eval_ids:
+            self._eval_ids[key] = frozenset(family.eval_ids([difficulty]))
+        return self._eval_ids[key]
 
     def verify(self, family: TaskFamily, candidate: Candidate, problem, accepted_now: set[str]) -> Verdict:
         verdict = self.chain_for(family, problem, accepted_now).verify(candidate, problem)
