@@ -99,6 +99,18 @@ def cosine_lr(step: int, steps: int, lr: float, warmup: int, min_ratio: float) -
     return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def training_step(model, optimizer, params, batch: dict[str, torch.Tensor], lr: float) -> float:
+    """One optimizer step at learning rate ``lr``, gradients clipped to norm 1; returns the loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = model(**batch).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    return loss.item()
+
+
 def train(model, tokenizer, next_batch, steps: int, lr: float, warmup: int, min_ratio: float, desc: str,
           every: int = 0, callback=None) -> float:
     """The training loop shared by the bootstrap and by fine-tuning; returns the last smoothed loss.
@@ -111,14 +123,9 @@ def train(model, tokenizer, next_batch, steps: int, lr: float, warmup: int, min_
     smoothed = None
     bar = tqdm(range(steps), desc=desc, mininterval=5)
     for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, steps, lr, warmup, min_ratio)
-        loss = model(**encode_examples(tokenizer, next_batch())).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
+        loss = training_step(model, optimizer, params, encode_examples(tokenizer, next_batch()),
+                             cosine_lr(step, steps, lr, warmup, min_ratio))
+        smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
         bar.set_postfix(loss=f"{smoothed:.4f}", refresh=False)
         if callback and every and (step + 1) % every == 0:
             model.eval()

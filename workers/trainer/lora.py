@@ -29,7 +29,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workers.generator.engine import pick_device
-from workers.model.builtin import cosine_lr, encode_examples
+from workers.model.builtin import cosine_lr, encode_examples, training_step
 
 log = logging.getLogger(__name__)
 TRAINING_RECORD = "training.json"
@@ -125,15 +125,10 @@ def train_lora(
             _checkpoint(checkpoint, model, optimizer, rng, step, smoothed)
             stopped = True
             break
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, config.steps, config.lr, config.warmup_steps, config.min_lr_ratio)
         batch = {k: v.to(device) for k, v in encode_examples(tokenizer, next_batch()).items()}
-        loss = model(**batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        smoothed = loss.item() if smoothed is None else 0.95 * smoothed + 0.05 * loss.item()
+        loss = training_step(model, optimizer, params, batch,
+                             cosine_lr(step, config.steps, config.lr, config.warmup_steps, config.min_lr_ratio))
+        smoothed = loss if smoothed is None else 0.95 * smoothed + 0.05 * loss
         bar.set_postfix(loss=f"{smoothed:.4f}", refresh=False)
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
             _checkpoint(checkpoint, model, optimizer, rng, step + 1, smoothed)
