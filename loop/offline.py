@@ -31,8 +31,8 @@ class OfflineConfig:
     rounds: int = 10
     minutes: float = 30.0  # wall-clock budget of the rounds; a round that would start past it does not
     problems_per_round: int = 1000
-    sampling: SamplingSpec = field(default_factory=lambda: SamplingSpec(k=5, temperature=0.7))
-    agreement: float = 0.8  # self-consistency threshold
+    sampling: SamplingSpec = field(default_factory=lambda: SamplingSpec(k=6, temperature=1.0))
+    agreement: float = 1.0  # self-consistency threshold
     eval_margin: int = 2  # evaluate up to this many difficulties past the round's target
     threshold: float = 0.95  # held-out accuracy at which a difficulty counts as mastered
     oracle: bool = False  # the true answer decides acceptance (a measurement aid, not label-free)

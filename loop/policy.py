@@ -36,9 +36,12 @@ class LoopPolicy(BaseModel):
     min_gain: float = Field(
         default=0.01, description="Without a newly mastered difficulty, the accuracy gain at the frontier needed to promote."
     )
-    k: int = Field(default=5, ge=1, le=64, description="Answers per problem.")
-    temperature: float = Field(default=0.7, ge=0)
-    agreement: float = Field(default=0.8, gt=0, le=1, description="Self-consistency threshold of the verifiers.")
+    k: int = Field(default=6, ge=1, le=64, description="Answers per problem (the first greedy).")
+    temperature: float = Field(default=1.0, ge=0, description="Sampling temperature of answers 2..k.")
+    agreement: float = Field(
+        default=1.0, gt=0, le=1,
+        description="Self-consistency threshold of the verifiers (1.0: all k answers agree; docs/recipe.md).",
+    )
     lora: dict = Field(default_factory=dict, description="Overrides of the trainer's LoraTrainingConfig.")
     family_options: dict = Field(default_factory=dict, description="Options of the task family (easy_digits ...).")
     retry_after_s: float = Field(default=60.0, ge=0, description="Wait before retrying a training job that failed.")

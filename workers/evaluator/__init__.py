@@ -1,5 +1,5 @@
 """The evaluator role: held-out suites, never trained on."""
 
-from workers.evaluator.heldout import evaluate_family, mastered_difficulty
+from workers.evaluator.heldout import evaluate_family, heldout_answers, mastered_difficulty
 
-__all__ = ["evaluate_family", "mastered_difficulty"]
+__all__ = ["evaluate_family", "heldout_answers", "mastered_difficulty"]

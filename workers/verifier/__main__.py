@@ -1,7 +1,7 @@
 """Run a verifier worker.
 
     python -m workers.verifier
-    python -m workers.verifier --agreement 0.8 --oracle     # oracle: the true answer decides (measurement only)
+    python -m workers.verifier --agreement 1.0 --oracle     # oracle: the true answer decides (measurement only)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from workers.verifier.worker import VerifierWorker
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.verifier", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--agreement", type=float, default=0.8, help="self-consistency threshold")
+    parser.add_argument("--agreement", type=float, default=1.0, help="self-consistency threshold")
     parser.add_argument("--oracle", action="store_true", help="accept by the true answer (not label-free)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

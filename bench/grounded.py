@@ -1,0 +1,185 @@
+"""The loop on the grounded QA family, in one process: does the evidence check teach the model to answer what the
+corpus says, and to say "I do not know" where it says nothing?
+
+    python bench/grounded.py                        # cached grounded base model (trained on first use)
+    python bench/grounded.py --ablation             # same training steps on the easy tier's QA only
+    python bench/grounded.py --rounds 4 --problems 600 --k 6 --temperature 1.0 --steps 300
+
+The base model has read the whole corpus and was taught the QA format on the first tier only
+(``workers.model.grounded_base``). Each round asks questions about every tier (training phrasings, held-out
+facts excluded), samples k closed-book answers per question, and runs the retrieval chain (format,
+self-consistency, novelty, decontamination, evidence: ``workers.verifier.retrieval_checks``) against a FAISS
+memory in the output directory; accepted samples go into the memory's accepted index (so later rounds see
+them for novelty) and into training. A LoRA adapter is trained from the base on everything accepted so far plus
+replay of the easy tier, and the held-out suites (facts and phrasings training never uses, answerable and
+unanswerable) are answered greedily. Prints a table per round, writes a plot, and ends with one line:
+    grounded: answerable <A0> -> <A1>, hallucination on unanswerable <H0> -> <H1>
+(answerable: held-out accuracy on answerable questions, all tiers; hallucination: share of unanswerable
+held-out questions answered with anything but "I do not know").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from loop.families.grounded import UNKNOWN, GroundedQA  # noqa: E402
+from schemas.messages import Candidate  # noqa: E402
+from services.settings import get_settings  # noqa: E402
+from workers.generator import GenerationEngine, SamplingSpec  # noqa: E402
+from workers.model.grounded_base import GroundedConfig, ensure_grounded, evaluate_rates  # noqa: E402
+from workers.trainer import LoraTrainingConfig, train_lora  # noqa: E402
+from workers.verifier.embeddings import get_embedder  # noqa: E402
+from workers.verifier.memory import Memory, RetrievalSettings, index_name  # noqa: E402
+from workers.verifier.retrieval_checks import retrieval_chain, sync_reference_indexes  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None, help="a model directory (default: the grounded base)")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--minutes", type=float, default=30.0, help="budget for the rounds (bootstrap not counted)")
+    parser.add_argument("--problems", type=int, default=600, help="questions per tier per round")
+    parser.add_argument("--k", type=int, default=6, help="answers per question (the first greedy)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--agreement", type=float, default=0.5, help="self-consistency threshold")
+    parser.add_argument("--steps", type=int, default=300, help="LoRA steps per round")
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--replay-share", type=float, default=0.25)
+    parser.add_argument("--ablation", action="store_true", help="train on the easy tier's QA only, same steps")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def verify_round(engine, family: GroundedQA, memory: Memory, chain, problems, spec: SamplingSpec,
+                 accepted: dict, rng: random.Random) -> dict:
+    """Generate, verify and keep one round's questions; returns what was kept and how right it was."""
+    completions = engine.generate([family.prompt(p) for p in problems], spec)
+    kept = right = abstained = 0
+    new_ids, new_texts, new_meta = [], [], []
+    for problem, answers in zip(problems, completions, strict=True):
+        truth = family.true_answer(problem)
+        candidate = Candidate(sample_id=problem.sample_id, family=family.name, difficulty=problem.difficulty,
+                              problem=problem.canonical, answers=answers, true_answer=truth)
+        verdict = chain.verify(candidate, problem)
+        if not verdict.accepted:
+            continue
+        accepted[problem.sample_id] = family.training_example(problem, verdict.label, rng)
+        kept += 1
+        right += verdict.label == truth
+        abstained += verdict.label == UNKNOWN
+        new_ids.append(problem.sample_id)
+        new_texts.append(problem.canonical)
+        new_meta.append({"label": verdict.label, "difficulty": problem.difficulty})
+        if len(new_ids) >= 64:  # later questions of the round see these for novelty
+            memory.add(index_name("accepted", family.name), new_ids, new_texts, new_meta)
+            new_ids, new_texts, new_meta = [], [], []
+    if new_ids:
+        memory.add(index_name("accepted", family.name), new_ids, new_texts, new_meta)
+    return {"kept": kept, "label_accuracy": right / kept if kept else None, "abstentions": abstained}
+
+
+def format_rates(rates: dict) -> str:
+    tiers = " ".join(f"t{t}:{r['answerable']:.2f}/{r['hallucination']:.2f}" for t, r in rates.items() if t != "all")
+    return f"{rates['all']['answerable']:>10.3f} {rates['all']['hallucination']:>13.3f}  {tiers}"
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    rounds = [r["round"] for r in rows]
+    for tier in rows[0]["rates"]:
+        style = {"linewidth": 2.5} if tier == "all" else {"linewidth": 1, "alpha": 0.7}
+        ax.plot(rounds, [r["rates"][tier]["answerable"] for r in rows], marker="o", label=f"answerable, tier {tier}",
+                **style)
+        ax.plot(rounds, [r["rates"][tier]["hallucination"] for r in rows], marker="x", linestyle="--",
+                label=f"hallucination, tier {tier}", **style)
+    ax.axhline(0.8, color="green", linestyle=":", linewidth=0.8)
+    ax.axhline(0.05, color="red", linestyle=":", linewidth=0.8)
+    ax.set_xlabel("round")
+    ax.set_ylabel("held-out share")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(ncol=2, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    print("command: python " + shlex.join(["bench/grounded.py", *(sys.argv[1:] if argv is None else argv)]))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = get_settings()
+    family = GroundedQA()
+    model_dir = args.model or ensure_grounded(settings.data_dir / "models" / "grounded", GroundedConfig())
+    mode = "ablation" if args.ablation else "loop"
+    out = args.out or settings.data_dir / "bench" / f"grounded-{mode}-{int(time.time())}"
+    out.mkdir(parents=True, exist_ok=True)
+    memory = Memory(out / "memory", embedder=get_embedder(), config=RetrievalSettings().index_config())
+    sync_reference_indexes(memory, family)
+    chain = retrieval_chain(family, memory, agreement=args.agreement, sync_reference=False)
+    engine = GenerationEngine(model_dir)
+    spec = SamplingSpec(k=args.k, temperature=args.temperature, max_new_tokens=family.answer_budget(
+        family.eval_suite(1)[0]))
+    lora = LoraTrainingConfig(rank=args.rank, alpha=2 * args.rank, steps=args.steps, lr=args.lr,
+                              replay_share=args.replay_share, batch_size=64)
+    rng = random.Random(args.seed)
+    print(f"model {model_dir}, {len(family.corpus())} passages, tiers {list(family.difficulties)} "
+          f"(QA taught on tier 1..{family.easy_tiers}), mode {mode}, output {out}")
+    print(f"{'round':>5} {'asked':>6} {'kept':>5} {'label_acc':>9} {'kept_idk':>8} {'answerable':>10} "
+          f"{'hallucination':>13}  per tier answerable/hallucination  [minutes]")
+    rows = [{"round": 0, "rates": evaluate_rates(engine, family)}]
+    print(f"{0:>5} {'-':>6} {'-':>5} {'-':>9} {'-':>8} {format_rates(rows[0]['rates'])}", flush=True)
+    accepted: dict = {}
+    started = time.monotonic()
+    for round_no in range(1, args.rounds + 1):
+        if (time.monotonic() - started) / 60 > args.minutes:
+            print(f"time budget of {args.minutes:.0f} min spent; stopping before round {round_no}")
+            break
+        lap = time.monotonic()
+        problems = [p for tier in family.difficulties for p in family.make_problems(tier, args.problems, rng)
+                    if p.sample_id not in accepted]
+        kept = {"kept": 0, "label_accuracy": None, "abstentions": 0}
+        if not args.ablation:
+            kept = verify_round(engine, family, memory, chain, problems, spec, accepted, rng)
+        name = f"round-{round_no:03d}"
+        train_lora(base_model=model_dir, examples=list(accepted.values()), out_dir=out / name,
+                   config=lora.model_copy(update={"seed": args.seed + round_no}), snapshot_id=f"grounded-{round_no}",
+                   replay=family.replay_examples)
+        engine.use_adapter(name, out / name)
+        rates = evaluate_rates(engine, family)
+        minutes = (time.monotonic() - lap) / 60
+        rows.append({"round": round_no, "asked": len(problems), **kept, "rates": rates, "minutes": round(minutes, 2)})
+        label = "-" if kept["label_accuracy"] is None else f"{kept['label_accuracy']:.3f}"
+        print(f"{round_no:>5} {len(problems) if not args.ablation else 0:>6} {kept['kept']:>5} {label:>9} "
+              f"{kept['abstentions']:>8} {format_rates(rates)}  [{minutes:.1f}]", flush=True)
+    (out / "rounds.json").write_text(json.dumps(rows, indent=2))
+    plot(rows, out / "grounded.png", f"held-out answerable accuracy and hallucination ({mode})")
+    print(f"plot: {out / 'grounded.png'}")
+    first, last = rows[0]["rates"]["all"], rows[-1]["rates"]["all"]
+    line = (f"grounded: answerable {first['answerable']:.2f} -> {last['answerable']:.2f}, "
+            f"hallucination on unanswerable {first['hallucination']:.2f} -> {last['hallucination']:.2f}")
+    print(line)
+    return line
+
+
+if __name__ == "__main__":
+    main()
