@@ -46,17 +46,16 @@ def run_up(*, minutes: float | None, rounds: int | None, target: int | None, pol
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-
     loop_dir = settings.data_dir / "loop"
     loop_dir.mkdir(parents=True, exist_ok=True)
     policy = load_policy(policy_path, target)
     policy_file = loop_dir / "policy.json"
     policy_file.write_text(policy.model_dump_json(indent=2))
     print(f"loopctl: data directory {settings.data_dir}")
-    model_dir = base_model_dir(settings)  # trains the builtin model on first start
+    model_dir = base_model_dir(settings)  # trains the builtin model on first start; Ctrl-C there just exits
     print(f"loopctl: base model {model_dir}")
+    signal.signal(signal.SIGTERM, request_stop)  # from here on, a stop is orderly: every service finishes its batch
+    signal.signal(signal.SIGINT, request_stop)
 
     port = int(settings.kafka_bootstrap.split(",")[0].rpartition(":")[2])
     broker = KafkaBroker(settings.data_dir / "kafka", port=port)

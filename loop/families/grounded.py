@@ -18,7 +18,9 @@ The held-out suite of a tier asks about facts that training never asks about (a 
 facts, and a fixed set of strangers), in phrasings training never uses; it has answerable and unanswerable
 questions, and ``answer_rates`` splits a score into answerable accuracy and hallucination on unanswerable.
 
-Prompts and answers use only letters, digits, spaces and ``.``: ``Q: where does Kavo live. A:`` then `` Tesa.``
+Prompts and answers use only letters, digits, spaces and ``.``: ``Q: where does Kavo live. A:`` then
+`` Kavo lives in Tesa.``: the answer states the fact as the corpus does, so answering is recalling a sentence the
+model has read (a bare value is also read back, for a real LLM that answers ``Tesa.``), or `` I do not know.``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from collections.abc import Sequence
 
 from loop.families.base import Example, Problem, TaskFamily
 from loop.families.registry import register_family
-from loop.families.world import RELATIONS, Passage, World, build_world
+from loop.families.world import RELATIONS, Passage, World, build_world, sentence
 
 UNKNOWN = "I do not know"
 _UNKNOWN_FORMS = {"i do not know", "i don't know", "i dont know", "idk", "unknown", "i do not know that"}
@@ -199,7 +201,8 @@ class GroundedQA(TaskFamily):
         return Problem("grounded", difficulty, canonical, dict(data) if data else _written(canonical))
 
     def answer_budget(self, problem: Problem) -> int:
-        return len(self.write_answer(problem, UNKNOWN)) + 6  # the longest answer is the abstention
+        """Room for the longest statement: the subject, the longest relation sentence and value, and a margin."""
+        return len(problem.data.get("entity") or "") + _LONGEST_STATEMENT + 6
 
     @staticmethod
     def question_prompt(passage: Passage | str) -> str:
@@ -211,13 +214,28 @@ class GroundedQA(TaskFamily):
         return f"Q: {problem.canonical}. A:"
 
     def read_answer(self, problem: Problem, completion: str) -> str | None:
+        """The value an answer states. Answers are written as the corpus writes facts (``Kavo lives in Tesa.``);
+        a statement about another person or another relation answers nothing (None); a bare value (``Tesa.``,
+        as a real LLM may answer) is read as it is."""
         answer = " ".join(completion.strip().split(".", 1)[0].split())
         if not answer:
             return None
-        return UNKNOWN if answer.lower() in _UNKNOWN_FORMS else answer
+        if answer.lower() in _UNKNOWN_FORMS:
+            return UNKNOWN
+        stated = _statement(answer)
+        if stated is None:
+            return answer
+        entity, relation, value = stated
+        if entity != problem.data.get("entity") or relation != problem.data.get("relation"):
+            return None
+        return value
 
     def write_answer(self, problem: Problem, answer: str) -> str:
-        return f" {answer}."
+        """The fact stated in the corpus's own words (the model recites what it read), or the abstention."""
+        entity, relation = problem.data.get("entity"), problem.data.get("relation")
+        if answer == UNKNOWN or not entity or relation not in RELATIONS:
+            return f" {answer}."
+        return " " + sentence(entity, relation, answer)
 
     def true_answer(self, problem: Problem) -> str | None:
         return problem.data.get("answer")
@@ -278,6 +296,23 @@ def _match_template(question: str) -> tuple[str, str, str, str] | None:
                 match = re.match(pattern, question) or re.match(pattern, question[:1].lower() + question[1:])
                 if match:
                     return match.group(1), relation, form, phrasing
+    return None
+
+
+_STATEMENTS = [
+    (relation, re.compile("^" + re.escape(form.rstrip(".")).replace(re.escape("{e}"), r"(?P<e>[A-Z][a-z]+)")
+                          .replace(re.escape("{v}"), r"(?P<v>[A-Za-z0-9]+)") + "$"))
+    for relation, form in RELATIONS.items()
+]
+_LONGEST_STATEMENT = max(len(form) for form in RELATIONS.values()) + 20  # values are at most 20 characters
+
+
+def _statement(text: str) -> tuple[str, str, str] | None:
+    """(entity, relation, value) of a sentence written like the corpus's facts, else None."""
+    for relation, pattern in _STATEMENTS:
+        match = pattern.match(text)
+        if match:
+            return match.group("e"), relation, match.group("v")
     return None
 
 

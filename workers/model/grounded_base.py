@@ -39,7 +39,7 @@ class GroundedConfig:
     intermediate: int = 512
     batch_size: int = 64
     passage_share: float = 0.5  # share of every batch that is corpus text; the rest is easy-tier QA
-    steps: int = 1800  # about 12 min on two CPU cores
+    steps: int = 1400  # about 10 min on two idle CPU cores
     lr: float = 2e-3
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
