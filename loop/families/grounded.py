@@ -37,13 +37,20 @@ from loop.families.world import RELATIONS, Passage, World, build_world, sentence
 UNKNOWN = "I do not know"
 _UNKNOWN_FORMS = {"i do not know", "i don't know", "i dont know", "idk", "unknown", "i do not know that"}
 
-# Phrasings the loop trains on, and phrasings only the held-out suite uses.
+# Phrasings the loop trains on, and phrasings only the held-out suite uses. Training has each shape the held-out
+# suite has (question word first, subject first, an instruction) in other words, so that a held-out phrasing is new
+# wording, not a new kind of sentence.
 TRAIN_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "home": ("where does {e} live", "which town does {e} live in", "what is the home town of {e}"),
-    "job": ("what does {e} work as", "what is the job of {e}", "what work does {e} do"),
-    "color": ("what color does {e} like", "what is the favorite color of {e}"),
-    "pet": ("what pet does {e} have", "which animal does {e} keep as a pet"),
-    "age": ("how old is {e}", "what is the age of {e}"),
+    "home": ("where does {e} live", "which town does {e} live in", "what is the home town of {e}",
+             "{e} calls what town home", "give the home town of {e}", "say where {e} lives"),
+    "job": ("what does {e} work as", "what is the job of {e}", "what work does {e} do",
+            "{e} earns a living doing what", "give the job of {e}", "say what {e} works as"),
+    "color": ("what color does {e} like", "what is the favorite color of {e}", "{e} prefers what color",
+              "give the favorite color of {e}", "say what color {e} likes"),
+    "pet": ("what pet does {e} have", "which animal does {e} keep as a pet", "{e} keeps what animal",
+            "give the pet animal of {e}", "say what pet {e} has"),
+    "age": ("how old is {e}", "what is the age of {e}", "{e} has lived for how many years", "give the age of {e}",
+            "say how old {e} is"),
 }
 HELDOUT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "home": ("{e} lives in which town", "name the town where {e} lives"),
@@ -209,6 +216,13 @@ class GroundedQA(TaskFamily):
         """What a real LLM is asked to write a question from a passage (the builtin path uses the templates)."""
         return QUESTION_PROMPT.format(passage=passage.text if isinstance(passage, Passage) else passage)
 
+    @staticmethod
+    def stated_value(sentence: str) -> str | None:
+        """The value a sentence written like the corpus's facts states (``Kavo lives in Tesa.`` -> ``Tesa``), or
+        None: what the evidence check compares an answer with."""
+        stated = _statement(" ".join(sentence.strip().rstrip(".").split()))
+        return stated[2] if stated else None
+
     # -- the model-facing format ----------------------------------------------------------------------------------
     def prompt(self, problem: Problem) -> str:
         return f"Q: {problem.canonical}. A:"
@@ -330,6 +344,6 @@ def _capitalized(text: str) -> str | None:
 
 
 _FUNCTION_WORDS = frozenset(
-    "what where which who whom whose when why how name tell does do did is are was were the a an in of for to "
+    "what where which who whom whose when why how name tell give say does do did is are was were the a an in of for to "
     "and or on at by with from q a".split()
 )

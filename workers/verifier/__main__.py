@@ -20,13 +20,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agreement", type=float, default=1.0, help="self-consistency threshold")
     parser.add_argument("--oracle", action="store_true", help="accept by the true answer (not label-free)")
+    parser.add_argument("--majority-only", action="store_true",
+                        help="grounded families: judge only the majority answer, not the one the evidence supports")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = get_settings()
     store = open_store(settings)
     worker = VerifierWorker(settings, accepted_among=lambda ids: sample_ids_among(store, ids, status="accepted"),
-                            threshold=args.agreement, oracle=args.oracle)
+                            threshold=args.agreement, oracle=args.oracle, choose_supported=not args.majority_only)
     worker.install_signal_handlers()
     worker.run()
     return 0

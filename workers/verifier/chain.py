@@ -1,4 +1,5 @@
-"""A family's verifier chain: run every check, accept only when all pass, label with the majority."""
+"""A family's verifier chain: run every check, accept only when all pass, label with the majority (or the answer
+a check chose: ``Reading.label``)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class VerifierChain:
             for item in found:
                 evidence.setdefault(item.id, item)
         accepted = all(r.passed for r in results)
-        label, _ = reading.majority
+        label, _ = reading.label
         return Verdict(
             sample_id=candidate.sample_id,
             family=candidate.family,

@@ -15,14 +15,19 @@ from loop.families.base import Problem, TaskFamily
 from schemas.messages import Candidate, CheckResult
 
 
-@dataclass(frozen=True)
+@dataclass
 class Reading:
-    """A candidate as the checks see it: its answers read back into canonical form."""
+    """A candidate as the checks see it: its answers read back into canonical form.
+
+    The label is the majority answer, unless a check that can tell right from wrong (the evidence check, with
+    ``choose=True``) chose another of the k answers; the checks after it judge that one.
+    """
 
     candidate: Candidate
     problem: Problem
     family: TaskFamily
     answers: list[str | None]  # None: the completion broke the format
+    chosen: str | None = None
 
     @property
     def majority(self) -> tuple[str | None, int]:
@@ -31,6 +36,13 @@ class Reading:
             return None, 0
         answer, votes = counts.most_common(1)[0]
         return answer, votes
+
+    @property
+    def label(self) -> tuple[str | None, int]:
+        """The answer the sample would be labelled with, and how many of the k answers say it."""
+        if self.chosen is None:
+            return self.majority
+        return self.chosen, sum(a == self.chosen for a in self.answers)
 
 
 class Check(ABC):
@@ -72,16 +84,17 @@ class FormatAndLength(Check):
     def check(self, reading: Reading) -> CheckResult:
         k = len(reading.answers)
         well_formed = [a for a in reading.answers if a is not None and reading.family.plausible(reading.problem, a)[0]]
-        answer, _ = reading.majority
+        answer, _ = reading.label
         if answer is None:
             return self.result(False, 0.0, f"none of the {k} answers is well formed")
         ok, why = reading.family.plausible(reading.problem, answer)
-        return self.result(ok, len(well_formed) / k, f"majority answer: {why}; {len(well_formed)} of {k} well formed")
+        which = "majority" if reading.chosen is None else "chosen"
+        return self.result(ok, len(well_formed) / k, f"{which} answer: {why}; {len(well_formed)} of {k} well formed")
 
 
 @register_check("self_consistency")
 class SelfConsistency(Check):
-    """Majority vote over the k answers; the winning share must reach the threshold."""
+    """Majority vote over the k answers (or the share of the chosen answer); it must reach the threshold."""
 
     def __init__(self, threshold: float = 0.75) -> None:
         if not 0.0 < threshold <= 1.0:
@@ -90,7 +103,7 @@ class SelfConsistency(Check):
 
     def check(self, reading: Reading) -> CheckResult:
         k = len(reading.answers)
-        answer, votes = reading.majority
+        answer, votes = reading.label
         share = votes / k if k else 0.0
         passed = answer is not None and share >= self.threshold
         verb = "reaches" if passed else "is below"
@@ -131,7 +144,7 @@ class Oracle(Check):
 
     def check(self, reading: Reading) -> CheckResult:
         truth = reading.family.true_answer(reading.problem)
-        answer, _ = reading.majority
+        answer, _ = reading.label
         if truth is None:
             return self.result(False, 0.0, "the family knows no true answer for this problem")
         passed = answer == truth

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -160,6 +161,17 @@ def mentions(text: str, subject: str) -> bool:
     return re.search(rf"\b{re.escape(subject)}\b", text, flags=re.IGNORECASE) is not None
 
 
+def states(family: TaskFamily, sentence: str, answer: str) -> bool:
+    """Whether a corpus sentence says this answer: the family reads the value a sentence states where it can
+    (``stated_value``; then ``Kavo works as a cook`` says ``cook`` and not ``a``), else the answer's words must occur
+    in it."""
+    stated_value = getattr(family, "stated_value", None)
+    value = stated_value(sentence) if callable(stated_value) else None
+    if value is not None:
+        return value.lower() == answer.lower()
+    return contains_answer(sentence, answer)
+
+
 def contains_answer(text: str, answer: str) -> bool:
     """Whether the answer's words occur, in order and adjacent, among the text's words (case-insensitive)."""
     words, wanted = _TOKEN.findall(text.lower()), _TOKEN.findall(answer.lower())
@@ -173,13 +185,16 @@ class EvidenceSupport(RetrievalCheck):
     """The corpus must support the answer; where it has no answer, only "I do not know" is right."""
 
     def __init__(self, memory: Memory, relevance_threshold: float = 0.27, *, k: int = 5, index: str | None = None,
-                 unknown_answer: str | None = None) -> None:
+                 unknown_answer: str | None = None, choose: bool = False) -> None:
+        """``choose``: judge every distinct answer of the k, most votes first, and label the sample with the first
+        the corpus supports (``Reading.chosen``); otherwise only the majority answer is judged."""
         super().__init__(memory, index=index)
         if not 0.0 < relevance_threshold <= 1.0 or k < 1:
             raise ValueError("evidence needs a relevance_threshold in (0, 1] and k >= 1")
         self.relevance_threshold = relevance_threshold
         self.k = k
         self.unknown_answer = unknown_answer
+        self.choose = choose
 
     def answering(self, family: TaskFamily, problem: Problem) -> tuple[str, list[Hit], str | None, list[Sentence]]:
         """The passages retrieved for the question, its subject, and the sentences about the subject that answer
@@ -207,7 +222,9 @@ class EvidenceSupport(RetrievalCheck):
         unknown = self.unknown_answer or getattr(family, "unknown_answer", None)
         index, passages, subject, answering = self.answering(family, problem)
         evidence = _evidence(index, passages)
-        answer, _ = reading.majority
+        answer, _ = reading.label
+        if self.choose and subject is not None:
+            answer = self._supported_choice(reading, unknown, answering) or answer
         if answer is None:
             return self.result(False, 0.0, "no answer to look up"), evidence
         if subject is None:
@@ -216,15 +233,32 @@ class EvidenceSupport(RetrievalCheck):
             where = (f"no retrieved passage about {subject!r} answers it" if any(
                 mentions(p.text or "", subject) for p in passages) else f"no retrieved passage mentions {subject!r}")
             if answer == unknown:
-                return self.result(True, 1.0, f"the corpus does not know: {where}; {answer!r} is right"), evidence
+                return self.result(True, 1.0, f"the corpus does not know: {where}; {answer!r} is right"
+                                              f"{_votes(reading, answer)}"), evidence
             return self.result(False, 0.0, f"unsupported: {where}; only {unknown!r} is supported"), evidence
         best = answering[0]
         said = f"{best.passage.id} {best.text!r} (relevance {best.relevance:.2f})"
         if answer == unknown:
             return self.result(False, 0.0, f"the corpus answers it: {said}; {answer!r} is wrong here"), evidence
-        if contains_answer(best.text, answer):
-            return self.result(True, best.relevance, f"supported by {said}"), evidence
+        if states(family, best.text, answer):
+            return self.result(True, best.relevance, f"supported by {said}{_votes(reading, answer)}"), evidence
         return self.result(False, 0.0, f"contradicted by {said}, which does not say {answer!r}"), evidence
+
+    def _supported_choice(self, reading: Reading, unknown: str | None, answering: list[Sentence]) -> str | None:
+        """The answer with the most votes that the corpus supports (made ``reading.chosen``), or None."""
+        counts = Counter(a for a in reading.answers if a is not None)
+        for answer, _ in counts.most_common():
+            right = (answer != unknown and states(reading.family, answering[0].text, answer)) if answering \
+                else answer == unknown
+            if right:
+                reading.chosen = answer
+                return answer
+        return None
+
+
+def _votes(reading: Reading, answer: str) -> str:
+    votes = sum(a == answer for a in reading.answers)
+    return f"; {votes} of {len(reading.answers)} answers say {answer!r}"
 
 
 # -- the reference indexes ---------------------------------------------------------------------------------------
@@ -261,11 +295,14 @@ def retrieval_chain(
     *,
     agreement: float = 0.5,
     sync_reference: bool = True,
+    choose_supported: bool = False,
 ) -> VerifierChain:
     """format, self_consistency, novelty, decontamination, and (for a family with a corpus) evidence.
 
     ``sync_reference`` first makes the family's evaluation index (and corpus index) current; it is idempotent
-    and cheap when nothing changed.
+    and cheap when nothing changed. ``choose_supported`` (a family with a corpus): the evidence check runs first
+    and picks, among the k answers, the one the corpus supports; self-consistency then asks how many of the k
+    say it (so ``agreement`` is the share of answers that must agree with the evidence).
     """
     settings = settings or RetrievalSettings()
     grounded = callable(getattr(family, "corpus", None))
@@ -278,6 +315,7 @@ def retrieval_chain(
         build_check("decontamination", memory=memory, threshold=settings.contamination_threshold),
     ]
     if grounded:
-        checks.append(build_check("evidence", memory=memory, relevance_threshold=settings.relevance_threshold,
-                                  k=settings.evidence_k))
+        evidence = build_check("evidence", memory=memory, relevance_threshold=settings.relevance_threshold,
+                               k=settings.evidence_k, choose=choose_supported)
+        checks = [evidence, *checks] if choose_supported else [*checks, evidence]
     return VerifierChain(family, checks)

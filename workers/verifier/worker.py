@@ -31,6 +31,7 @@ class VerifierWorker(EventConsumer):
         accepted_among: Callable[[list[str]], set[str]] = lambda ids: set(),
         threshold: float = 0.75,
         oracle: bool = False,
+        choose_supported: bool = True,
         family_options: dict[str, dict] | None = None,
         group_id: str = "verifiers",
     ) -> None:
@@ -38,6 +39,7 @@ class VerifierWorker(EventConsumer):
         self.accepted_among = accepted_among
         self.threshold = threshold
         self.oracle = oracle
+        self.choose_supported = choose_supported  # grounded families: label with the answer the evidence supports
         self.family_options = family_options or {}
         self.producer = EventProducer(settings, client_id="verifier")
         self._families: dict[str, TaskFamily] = {}
@@ -80,7 +82,8 @@ class VerifierWorker(EventConsumer):
                 from workers.verifier.retrieval_checks import retrieval_chain
 
                 self._retrieval_chains[family.name] = retrieval_chain(family, Memory.open(self.settings),
-                                                                      agreement=self.threshold)
+                                                                      agreement=self.threshold,
+                                                                      choose_supported=self.choose_supported)
             return self._retrieval_chains[family.name]
         return VerifierChain.label_free(family, threshold=self.threshold, accepted=accepted_now,
                                         eval_ids=self.eval_ids(family, problem.difficulty), oracle=self.oracle)

@@ -144,3 +144,39 @@ def test_the_store_keeps_the_evidence_and_the_reasons(chain, tmp_path):
     reasons = {c["name"]: c["reason"] for c in row.checks}
     assert reasons["evidence"].startswith("contradicted by") and FAMILY.world.passage_of[
         problem.data["entity"]].id in reasons["evidence"]
+
+
+def test_choosing_labels_with_the_answer_the_corpus_supports_not_the_majority(memory):
+    choosing = retrieval_chain(FAMILY, memory, RetrievalSettings(), agreement=0.3, choose_supported=True)
+    majority = retrieval_chain(FAMILY, memory, RetrievalSettings(), agreement=0.3, sync_reference=False)
+    problem = next(p for p in training_problems(True, 40) if p.data["relation"] == "job")
+    right, wrong = FAMILY.true_answer(problem), WRONG["job"]
+    answers = [FAMILY.write_answer(problem, a) for a in (wrong, wrong, wrong, right, right, " gibberish")]
+    candidate = Candidate(sample_id=problem.sample_id, family=FAMILY.name, difficulty=problem.difficulty,
+                          problem=problem.canonical, answers=answers)
+
+    verdict = choosing.verify(candidate, problem)
+    assert verdict.accepted and verdict.label == right
+    evidence = next(c for c in verdict.checks if c.name == "evidence")
+    assert "supported by" in evidence.reason and f"2 of 6 answers say {right!r}" in evidence.reason
+    consistency = next(c for c in verdict.checks if c.name == "self_consistency")
+    assert consistency.passed and consistency.score == pytest.approx(2 / 6)
+
+    assert not majority.verify(candidate, problem).accepted  # the majority is wrong and nothing else is judged
+    lonely = candidate.model_copy(update={"answers": answers[:3] + [answers[3]] + answers[:2]})
+    assert not choosing.verify(lonely, problem).accepted  # 1 of 6 agree with the evidence: below 0.3
+
+    unanswerable = training_problems(False, 1)[0]
+    idk = [FAMILY.write_answer(unanswerable, a) for a in (wrong, wrong, UNKNOWN, UNKNOWN)]
+    verdict = choosing.verify(candidate.model_copy(update={"sample_id": unanswerable.sample_id,
+                                                           "problem": unanswerable.canonical, "answers": idk}),
+                              unanswerable)
+    assert verdict.accepted and verdict.label == UNKNOWN
+
+
+def test_a_word_of_the_supporting_sentence_is_not_its_answer(chain):
+    problem = next(p for p in training_problems(True, 40) if p.data["relation"] == "job")
+    for word in ("a", "works", "as"):
+        verdict, checks = verify(chain, problem, word)
+        assert not verdict.accepted and checks["evidence"].reason.startswith("contradicted by")
+    assert FAMILY.stated_value("Kavo works as a cook.") == "cook" and FAMILY.stated_value("Hello there.") is None
