@@ -108,12 +108,14 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     rounds = [r["round"] for r in rows]
-    for tier in rows[0]["rates"]:
-        style = {"linewidth": 2.5} if tier == "all" else {"linewidth": 1, "alpha": 0.7}
-        ax.plot(rounds, [r["rates"][tier]["answerable"] for r in rows], marker="o", label=f"answerable, tier {tier}",
+    for i, tier in enumerate(rows[0]["rates"]):
+        name = "all tiers" if tier == "all" else f"tier {tier}"
+        style = {"color": f"C{i}", "linewidth": 2.5 if tier == "all" else 1, "alpha": 1.0 if tier == "all" else 0.7}
+        ax.plot(rounds, [r["rates"][tier]["answerable"] for r in rows], marker="o", label=f"answerable, {name}",
                 **style)
         ax.plot(rounds, [r["rates"][tier]["hallucination"] for r in rows], marker="x", linestyle="--",
-                label=f"hallucination, tier {tier}", **style)
+                label=f"hallucination, {name}", **style)
+    ax.set_xticks(rounds)
     ax.axhline(0.8, color="green", linestyle=":", linewidth=0.8)
     ax.axhline(0.05, color="red", linestyle=":", linewidth=0.8)
     ax.set_xlabel("round")

@@ -49,7 +49,9 @@ class MemorySampler(threading.Thread):
         self.roots, self.round_of = roots, round_of
         self.peak = 0
         self.per_round: dict[int, int] = {}
+        self.samples: list[tuple[float, int, int]] = []  # (seconds since start, round, bytes)
         self._stop = threading.Event()
+        self.started = time.monotonic()
 
     def run(self) -> None:
         while not self._stop.wait(1.0):
@@ -62,6 +64,7 @@ class MemorySampler(threading.Thread):
                     continue
             self.peak = max(self.peak, total)
             number = self.round_of()
+            self.samples.append((time.monotonic() - self.started, number, total))
             self.per_round[number] = max(self.per_round.get(number, 0), total)
 
     def stop(self) -> None:
@@ -138,7 +141,29 @@ def run_services(args, model_dir: Path, easy: int, lora: LoraTrainingConfig, wor
     for r in rounds:
         print(f"  services round {r['round']}: target {r['target']} accepted {r['accepted']} mastered {r['mastered']} "
               f"{'promoted' if r['promoted'] else 'rejected'} at {r['minutes']:.1f} min")
-    return minutes, final, {"peak": sampler.peak, "per_round": sampler.per_round}
+    return minutes, final, {"peak": sampler.peak, "per_round": sampler.per_round, "samples": sampler.samples}
+
+
+def plot_memory(samples: list[tuple[float, int, int]], path: Path) -> None:
+    """Resident memory of the whole stack over time, one colour per round: flat is what it should be."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for number in sorted({r for _, r, _ in samples}):
+        points = [(t / 60, b / 1024**3) for t, r, b in samples if r == number]
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=f"round {number}")
+    ax.axhline(6.0, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("GiB, every process (Kafka JVM included)")
+    ax.set_ylim(0, 6.5)
+    ax.set_title("resident memory of the embedded stack")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -169,6 +194,8 @@ def main(argv: list[str] | None = None) -> str:
     gib = 1024**3
     per_round = ", ".join(f"round {k}: {v / gib:.2f}" for k, v in sorted(memory["per_round"].items()))
     print(f"memory: peak {memory['peak'] / gib:.2f} GiB for the whole stack (Kafka JVM included); per round GiB: {per_round}")
+    plot_memory(memory["samples"], work / "memory.png")
+    print(f"plot: {work / 'memory.png'}")
     line = (f"loop: {t_services:.1f} min vs {t_offline:.1f} min offline ({t_services / t_offline:.2f}x), "
             f"final {f_services} vs {f_offline} digits")
     print(line)
