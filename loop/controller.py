@@ -23,7 +23,7 @@ from services.bus import Event, EventConsumer, EventProducer
 from services.bus.lag import LagMonitor
 from services.jobs import submit_job
 from services.settings import Settings
-from loop.policy import LoopPolicy, mastered, next_difficulty, promotion_gate
+from loop.policy import LoopPolicy, mastered, next_difficulty, promotion_gate, round_step
 
 log = logging.getLogger(__name__)
 GENERATOR_GROUP = "generators"
@@ -179,16 +179,18 @@ class Controller(EventConsumer):
                 state.base_eval_job = self.submit_eval(None, None)
             self.state.save(self.state_path)
             return
-        if policy.retrain_after_verified:
-            enough = state.verified_in_round >= policy.retrain_after_verified or (
-                # Problems the store already held are not generated again: a round may verify fewer than asked.
-                state.requested_in_round >= policy.problems_per_round and state.verified_in_round > 0
-                and self.lag.lag(GENERATOR_GROUP, GenerateRequest.topic) == 0
-                and self.lag.lag("verifiers", "loop.candidates") == 0
-            )
-        else:
-            enough = state.accepted_in_round >= policy.retrain_after
-        if state.training_job is None and not state.evaluating and enough and time.time() >= state.retry_training_after:
+        idle = state.training_job is None and not state.evaluating
+        step = round_step(
+            policy, accepted=state.accepted_in_round, verified=state.verified_in_round,
+            requested=state.requested_in_round,
+            drained=lambda: self.lag.lag(GENERATOR_GROUP, GenerateRequest.topic) == 0
+            and self.lag.lag("verifiers", "loop.candidates") == 0,
+        ) if idle else "wait"
+        if step == "more":
+            log.info("round %d: none of %d problems accepted at difficulty %d; asking for more", state.round,
+                     state.requested_in_round, state.target)
+            state.requested_in_round = state.verified_in_round = 0
+        if idle and step == "train" and time.time() >= state.retry_training_after:
             state.training_job = submit_job("train_adapter", {
                 "families": [policy.family], "lora": policy.lora, "max_staleness": policy.max_staleness,
                 "parent_id": state.promoted_id, "parent_path": state.promoted_path,

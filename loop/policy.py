@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -102,3 +102,23 @@ def next_difficulty(current_target: int, mastered_now: int, policy: LoopPolicy) 
     if policy.target_difficulty is not None:
         target = min(target, policy.target_difficulty)
     return target
+
+
+def round_step(
+    policy: LoopPolicy, *, accepted: int, verified: int, requested: int, drained: Callable[[], bool]
+) -> str:
+    """What the current round needs next.
+
+    ``"train"``: enough newly accepted samples (``retrain_after``), or enough verified (``retrain_after_verified``),
+    or every problem of the round asked, generated and verified with at least one accepted; ``"more"``: every
+    problem of the round done and none accepted, so ask for another round's worth at the same difficulty (a round
+    must not end without training, nor stall); ``"wait"`` otherwise. ``drained()`` (no request waiting for a
+    generator, no candidate waiting for a verifier) is only asked once every problem of the round is requested.
+    """
+    exhausted = requested >= policy.problems_per_round and drained()
+    if policy.retrain_after_verified:
+        # Problems the store already held are not generated again: a round may verify fewer than asked.
+        return "train" if verified >= policy.retrain_after_verified or (exhausted and verified > 0) else "wait"
+    if accepted >= policy.retrain_after or (exhausted and accepted > 0):
+        return "train"
+    return "more" if exhausted else "wait"

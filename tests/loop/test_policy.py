@@ -1,4 +1,4 @@
-from loop.policy import LoopPolicy, mastered, next_difficulty, promotion_gate
+from loop.policy import LoopPolicy, mastered, next_difficulty, promotion_gate, round_step
 from schemas.messages import EvalScore
 
 
@@ -36,3 +36,26 @@ def test_curriculum_one_step_at_a_time_or_jumping():
     assert next_difficulty(4, 7, POLICY) == 5
     assert next_difficulty(4, 7, LoopPolicy(jump_to_solved=True)) == 8
     assert next_difficulty(4, 7, LoopPolicy(jump_to_solved=True, target_difficulty=6)) == 6
+
+
+def test_a_round_trains_on_what_it_accepted_once_its_problems_are_done_and_never_stalls():
+    policy = LoopPolicy(retrain_after=800, problems_per_round=2000)
+    asked = []
+
+    def drained(value):
+        def check():
+            asked.append(value)
+            return value
+        return check
+
+    assert round_step(policy, accepted=800, verified=900, requested=1000, drained=drained(False)) == "train"
+    assert round_step(policy, accepted=30, verified=900, requested=1000, drained=drained(True)) == "wait"
+    assert asked == []  # the lags are not asked for while the round still has problems to request
+    assert round_step(policy, accepted=30, verified=1990, requested=2000, drained=drained(False)) == "wait"
+    assert round_step(policy, accepted=30, verified=2000, requested=2000, drained=drained(True)) == "train"
+    assert round_step(policy, accepted=0, verified=2000, requested=2000, drained=drained(True)) == "more"
+
+    per_round = LoopPolicy(retrain_after_verified=1000, problems_per_round=1000)
+    assert round_step(per_round, accepted=0, verified=1000, requested=1000, drained=drained(False)) == "train"
+    assert round_step(per_round, accepted=0, verified=940, requested=1000, drained=drained(True)) == "train"
+    assert round_step(per_round, accepted=0, verified=0, requested=1000, drained=drained(True)) == "wait"
