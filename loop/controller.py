@@ -194,7 +194,7 @@ class Controller(EventConsumer):
             state.training_job = submit_job("train_adapter", {
                 "families": [policy.family], "lora": policy.lora, "max_staleness": policy.max_staleness,
                 "parent_id": state.promoted_id, "parent_path": state.promoted_path,
-                "family_options": {policy.family: policy.family_options},
+                "family_options": {policy.family: policy.family_options}, "target": state.target,
             }, settings=self.settings)
             log.info("round %d: %d accepted; training job %s", state.round, state.accepted_in_round, state.training_job)
         if state.requested_in_round < policy.problems_per_round and self.lag.lag(GENERATOR_GROUP, GenerateRequest.topic) < policy.max_outstanding_requests:

@@ -77,6 +77,7 @@ def run_offline(
             break
         timer = _Timer()
         target = mastered + 1
+        trains_as = family.for_target(target)
         problems = [p for p in family.make_problems(target, config.problems_per_round, rng) if p.sample_id not in accepted]
         kept, right = 0, 0
         if not config.ablation:
@@ -92,7 +93,7 @@ def run_offline(
                                       problem=problem.canonical, answers=answers, true_answer=truth)
                 verdict = chain.verify(candidate, problem)
                 if verdict.accepted:
-                    accepted[problem.sample_id] = family.training_example(problem, verdict.label, rng)
+                    accepted[problem.sample_id] = trains_as.training_example(problem, verdict.label, rng)
                     kept += 1
                     right += verdict.label == truth
             timer.lap("verify")
@@ -103,7 +104,7 @@ def run_offline(
             lora = lora.model_copy(update={"init": "base"})  # nothing to continue yet
         train_lora(
             base_model=base_model, examples=list(accepted.values()), out_dir=out_dir / name, config=lora,
-            snapshot_id=f"offline-{round_no}", replay=family.replay_examples,
+            snapshot_id=f"offline-{round_no}", replay=trains_as.replay_examples,
             parent_adapter=adapter[1] if lora.init == "parent" else None,
         )
         timer.lap("train")

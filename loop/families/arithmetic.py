@@ -7,6 +7,7 @@ position hints) lives in ``workers.model.arithmetic_format``; here the canonical
 
 from __future__ import annotations
 
+import copy
 import functools
 import random
 
@@ -76,6 +77,15 @@ class Arithmetic(TaskFamily):
 
     def write_answer(self, problem: Problem, answer: str) -> str:
         return fmt.format_answer(int(answer), self.width(problem))
+
+    def for_target(self, target: int) -> "Arithmetic":
+        """A round aimed at ``target`` digits shifts the hint letters of its training examples (self-labelled and
+        replayed) one letter further per digit past the easy range: the letters of the next length then hold real
+        digits often enough to give the model a foothold there (docs/recipe.md: with the base's shift, 0-1% one
+        digit past a new length; one letter further, 70%)."""
+        shifted = copy.copy(self)
+        shifted.hint_shift = self.hint_shift + max(0, target - self.easy_digits)
+        return shifted
 
     def training_example(self, problem: Problem, answer: str, rng: random.Random) -> Example:
         example = fmt.training_example(problem.data["a"], problem.data["b"], rng, total=int(answer),

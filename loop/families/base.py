@@ -74,6 +74,11 @@ class TaskFamily(ABC):
         """The example a sample with this (self-generated) answer teaches."""
         return Example(self.prompt(problem), self.write_answer(problem, answer))
 
+    def for_target(self, target: int) -> "TaskFamily":
+        """The family as a round aimed at ``target`` trains with it (its training examples may depend on how far
+        the round reaches); the same family by default."""
+        return self
+
     def replay_examples(self, rng: random.Random, count: int) -> list[Example]:
         """Examples of the original easy data the base model was trained on, mixed into every round."""
         return []

@@ -30,8 +30,10 @@ def train_adapter(
     parent_path: str | None = None,
     family_options: dict[str, dict] | None = None,
     lora: dict | None = None,
+    target: int | None = None,
 ) -> dict:
-    """``lora`` overrides fields of LoraTrainingConfig (steps, rank, lr, replay_share, init ...)."""
+    """``lora`` overrides fields of LoraTrainingConfig (steps, rank, lr, replay_share, init ...); ``target``: the
+    difficulty the round aims at, which a family's training examples may depend on (``TaskFamily.for_target``)."""
     settings = ctx.settings
     config = LoraTrainingConfig(**(lora or {}))
     if config.init == "parent" and not parent_path:
@@ -43,6 +45,8 @@ def train_adapter(
     options = family_options or {}
     names = sorted({s.family for s in samples} | set(families or [])) or ["arithmetic"]
     loaded = {name: get_family(name, **options.get(name, {})) for name in names}
+    if target is not None:
+        loaded = {name: family.for_target(target) for name, family in loaded.items()}
     rng = random.Random(snapshot_id)
     examples = [
         loaded[s.family].training_example(loaded[s.family].parse_problem(s.problem, s.difficulty, s.meta), s.label, rng)

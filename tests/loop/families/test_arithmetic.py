@@ -46,3 +46,13 @@ def test_plausible_range_filter():
     assert not ok and "outside [957, 1914]" in reason
     assert not family.plausible(Arithmetic.problem(626470, 8082), "34555")[0]  # the top digit as the carry alone
     assert not family.plausible(problem, "16370")[0]
+
+
+def test_a_round_past_the_easy_range_trains_with_hint_letters_shifted_further():
+    family = Arithmetic(easy_digits=4, hint_shift=1)
+    assert family.for_target(4).hint_shift == 1 and family.for_target(6).hint_shift == 3
+    assert family.hint_shift == 1  # the family itself is unchanged
+    rng = random.Random(0)
+    firsts = {e.prompt[0] for e in family.for_target(6).replay_examples(rng, 400)}
+    assert firsts == {"a", "b", "c", "d"}  # the first hint letter starts up to three letters late
+    assert {e.prompt[0] for e in family.replay_examples(rng, 400)} == {"a", "b"}
