@@ -105,13 +105,10 @@ def bootstrap(config: GroundedConfig, out_dir: str | Path, family: GroundedQA | 
 
 def ensure_grounded(target: Path, config: GroundedConfig | None = None) -> Path:
     """Train the grounded base model into ``target`` unless it is already there."""
-    if (target / "config.json").exists():
-        return target
-    partial = target.with_name(target.name + ".partial")
-    report = bootstrap(config or GroundedConfig(), partial)
-    partial.rename(target)  # a crash mid-training leaves no half-trained model behind the cache's name
-    print(f"grounded base model: trained in {report['train_minutes']} min")
-    return target
+    from workers.model.resolve import train_once
+
+    return train_once(target, lambda out: bootstrap(config or GroundedConfig(), out),
+                      lambda report: f"grounded base model: trained in {report['train_minutes']} min")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from services.settings import Settings
@@ -23,12 +24,19 @@ def base_model_dir(settings: Settings, *, train_if_missing: bool = True) -> Path
 
 def ensure_builtin(target: Path) -> Path:
     """Train the builtin model into ``target`` unless it is already there (the recipe: docs/recipe.md)."""
-    if (target / "config.json").exists():
-        return target
     from workers.model.builtin import BuiltinConfig, bootstrap
 
+    return train_once(target, lambda out: bootstrap(BuiltinConfig(), out),
+                      lambda report: f"builtin model: trained in {report['train_minutes']} min, "
+                                     f"held-out accuracy {report['accuracy']}")
+
+
+def train_once(target: Path, train: Callable[[Path], dict], describe: Callable[[dict], str]) -> Path:
+    """``target`` if a model is already saved there, else ``train(partial_dir)`` renamed to it once complete."""
+    if (target / "config.json").exists():
+        return target
     partial = target.with_name(target.name + ".partial")
-    report = bootstrap(BuiltinConfig(), partial)
+    report = train(partial)
     partial.rename(target)  # a crash mid-training leaves no half-trained model behind the cache's name
-    print(f"builtin model: trained in {report['train_minutes']} min, held-out accuracy {report['accuracy']}")
+    print(describe(report))
     return target
