@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def verify_round(engine, family: GroundedQA, memory: Memory, chain, problems, spec: SamplingSpec,
                  accepted: dict, rng: random.Random) -> dict:
     """Generate, verify and keep one round's questions; returns what was kept and how right it was."""
-    completions = engine.generate([family.prompt(p) for p in problems], spec)
+    completions = engine.generate_renderings([family.renderings(p) for p in problems], spec)
     kept = right = abstained = 0
     new_ids, new_texts, new_meta = [], [], []
     for problem, answers in zip(problems, completions, strict=True):

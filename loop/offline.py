@@ -81,7 +81,7 @@ def run_offline(
         problems = [p for p in family.make_problems(target, config.problems_per_round, rng) if p.sample_id not in accepted]
         kept, right = 0, 0
         if not config.ablation:
-            completions = engine.generate([family.prompt(p) for p in problems], config.sampling)
+            completions = engine.generate_renderings([family.renderings(p) for p in problems], config.sampling)
             timer.lap("generate")
             chain = VerifierChain.label_free(
                 family, threshold=config.agreement, accepted=accepted.keys(),

@@ -42,6 +42,12 @@ class TaskFamily(ABC):
     def prompt(self, problem: Problem) -> str:
         """The text the model continues."""
 
+    def renderings(self, problem: Problem) -> list[str]:
+        """The problem written in every way the model is asked it, the canonical prompt first. The k answers are
+        shared among them, and the self-consistency vote then needs the renderings to agree as well as the samples:
+        a model's systematic error depends on how the problem is written, so it rarely survives a second writing."""
+        return [self.prompt(problem)]
+
     @abstractmethod
     def read_answer(self, problem: Problem, completion: str) -> str | None:
         """The canonical answer in a completion, or None when it is malformed."""

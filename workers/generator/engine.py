@@ -8,7 +8,7 @@ adapter's few kilobytes, not a reload of the base model. Generation uses the KV 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -81,6 +81,24 @@ class GenerationEngine:
             if sampled:
                 for i, texts in enumerate(self._run(chunk, sampled, spec.temperature, spec)):
                     answers[start + i].extend(texts)
+        return answers
+
+    def generate_renderings(self, renderings: list[list[str]], spec: SamplingSpec) -> list[list[str]]:
+        """``spec.k`` completions per problem, shared among its renderings (each problem's list of prompts, all of
+        one length R): k // R each, the remainder to the first; each rendering's first answer greedy if asked."""
+        if not renderings:
+            return []
+        count = len(renderings[0])
+        if any(len(r) != count for r in renderings):
+            raise ValueError("every problem needs the same number of renderings")
+        if count > spec.k:
+            raise ValueError(f"{count} renderings cannot share {spec.k} answers")
+        answers: list[list[str]] = [[] for _ in renderings]
+        for index in range(count):
+            share = spec.k // count + (spec.k % count if index == 0 else 0)
+            generated = self.generate([r[index] for r in renderings], replace(spec, k=share))
+            for mine, texts in zip(answers, generated, strict=True):
+                mine.extend(texts)
         return answers
 
     def _run(self, prompts: list[str], n: int, temperature: float | None, spec: SamplingSpec) -> list[list[str]]:

@@ -75,7 +75,7 @@ class GeneratorWorker(EventConsumer):
             self.wait_for_verifiers()
             chunk = problems[start : start + self.chunk_size]
             began = time.monotonic()
-            answers = self.engine.generate([family.prompt(p) for p in chunk], spec)
+            answers = self.engine.generate_renderings([family.renderings(p) for p in chunk], spec)
             per_sample_ms = (time.monotonic() - began) * 1000 / max(1, len(chunk))
             for problem, completions in zip(chunk, answers, strict=True):
                 self.producer.publish(Candidate(

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from workers.generator import GenerationEngine, SamplingSpec
@@ -16,6 +17,20 @@ def test_k_answers_per_prompt_greedy_first(tiny_model_dir):
     assert [a[0] for a in answers] == [a[0] for a in again]  # the greedy answer is deterministic
     greedy_only = engine.generate(PROMPTS, SamplingSpec(k=1, max_new_tokens=6))
     assert [a[0] for a in greedy_only] == [a[0] for a in answers]
+
+
+def test_k_answers_are_shared_among_a_problems_renderings(tiny_model_dir):
+    engine = GenerationEngine(tiny_model_dir, device="cpu")
+    spec = SamplingSpec(k=5, temperature=1.0, max_new_tokens=6)
+    swapped = [format_prompt(34, 12), format_prompt(678, 5), format_prompt(9, 90)]
+    answers = engine.generate_renderings([[p, q] for p, q in zip(PROMPTS, swapped)], spec)
+    assert [len(a) for a in answers] == [5, 5, 5]
+    greedy = engine.generate(PROMPTS, SamplingSpec(k=1, max_new_tokens=6))
+    greedy_swapped = engine.generate(swapped, SamplingSpec(k=1, max_new_tokens=6))
+    assert [a[0] for a in answers] == [g[0] for g in greedy]  # 3 answers of the first rendering, greedy first
+    assert [a[3] for a in answers] == [g[0] for g in greedy_swapped]  # then 2 of the second, greedy first
+    with pytest.raises(ValueError, match="same number of renderings"):
+        engine.generate_renderings([[PROMPTS[0]], PROMPTS[:2]], spec)
 
 
 def test_adapters_swap_in_place_without_reloading_the_base(tiny_model_dir, addition_examples, tmp_path):
