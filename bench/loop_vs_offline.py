@@ -37,6 +37,7 @@ from services.bus import create_topics  # noqa: E402
 from services.kafka.launcher import KafkaBroker  # noqa: E402
 from services.settings import Settings, get_settings  # noqa: E402
 from workers.generator import SamplingSpec  # noqa: E402
+from workers.model.builtin import labelled_options  # noqa: E402
 from workers.model.resolve import ensure_builtin  # noqa: E402
 from workers.trainer import LoraTrainingConfig  # noqa: E402
 
@@ -87,7 +88,7 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def run_services(args, model_dir: Path, easy: int, lora: LoraTrainingConfig, work: Path) -> tuple[float, int, dict]:
+def run_services(args, model_dir: Path, options: dict, lora: LoraTrainingConfig, work: Path) -> tuple[float, int, dict]:
     broker = KafkaBroker(work / "kafka")
     broker.start()
     settings = Settings(data_dir=work / "services", kafka_bootstrap=broker.bootstrap, model_dir=model_dir)
@@ -95,8 +96,9 @@ def run_services(args, model_dir: Path, easy: int, lora: LoraTrainingConfig, wor
     create_topics(settings)
     policy = LoopPolicy(
         problems_per_round=args.problems, request_size=min(250, args.problems), retrain_after_verified=args.problems,
-        k=args.k, temperature=args.temperature, agreement=args.agreement, eval_margin=2, base_eval_up_to=easy + 2,
-        family_options={"easy_digits": easy}, lora=lora.model_dump(),
+        k=args.k, temperature=args.temperature, agreement=args.agreement, eval_margin=2,
+        base_eval_up_to=get_family("arithmetic", **options).easy_digits + 2, family_options=options,
+        lora=lora.model_dump(),
     )
     (settings.data_dir / "policy.json").write_text(policy.model_dump_json())
     env = {**os.environ, "LOOP_DATA_DIR": str(settings.data_dir), "LOOP_KAFKA_BOOTSTRAP": broker.bootstrap,
@@ -171,8 +173,9 @@ def main(argv: list[str] | None = None) -> str:
     print("command: python " + shlex.join(["bench/loop_vs_offline.py", *(sys.argv[1:] if argv is None else argv)]))
     settings = get_settings()
     model_dir = args.model or ensure_builtin(settings.builtin_model_dir)
-    report = model_dir / "eval_report.json"
-    easy = json.loads(report.read_text())["config"]["max_digits"] if report.exists() else 5
+    options = labelled_options(model_dir)
+    family = get_family("arithmetic", **options)
+    easy = family.easy_digits
     lora = LoraTrainingConfig(rank=args.rank, alpha=2 * args.rank, steps=args.steps, lr=args.lr,
                               replay_share=args.replay_share, batch_size=128)
     work = Path(tempfile.mkdtemp(prefix="loop-vs-offline-"))
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> str:
 
     started = time.monotonic()
     offline = run_offline(
-        base_model=model_dir, family=get_family("arithmetic", easy_digits=easy), out_dir=work / "offline",
+        base_model=model_dir, family=family, out_dir=work / "offline",
         config=OfflineConfig(rounds=args.rounds, minutes=args.timeout_min, problems_per_round=args.problems,
                              sampling=SamplingSpec(k=args.k, temperature=args.temperature), agreement=args.agreement,
                              lora=lora, gate=LoopPolicy()),
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> str:
     t_offline = (time.monotonic() - started) / 60
     f_offline = max(r.mastered for r in offline)
 
-    t_services, f_services, memory = run_services(args, model_dir, easy, lora, work)
+    t_services, f_services, memory = run_services(args, model_dir, options, lora, work)
     gib = 1024**3
     per_round = ", ".join(f"round {k}: {v / gib:.2f}" for k, v in sorted(memory["per_round"].items()))
     print(f"memory: peak {memory['peak'] / gib:.2f} GiB for the whole stack (Kafka JVM included); per round GiB: {per_round}")

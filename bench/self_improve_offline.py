@@ -28,6 +28,7 @@ from loop.families import get_family  # noqa: E402
 from loop.offline import OfflineConfig, RoundReport, run_offline  # noqa: E402
 from services.settings import get_settings  # noqa: E402
 from workers.generator import SamplingSpec  # noqa: E402
+from workers.model.builtin import labelled_options  # noqa: E402
 from workers.model.resolve import ensure_builtin  # noqa: E402
 from workers.trainer import LoraTrainingConfig  # noqa: E402
 
@@ -92,9 +93,8 @@ def main(argv: list[str] | None = None) -> str:
         torch.set_num_threads(args.threads)
     settings = get_settings()
     model_dir = args.model or ensure_builtin(settings.data_dir / "models" / "builtin")
-    report_path = model_dir / "eval_report.json"
-    easy = json.loads(report_path.read_text())["config"]["max_digits"] if report_path.exists() else 5
-    family = get_family("arithmetic", easy_digits=easy)
+    family = get_family("arithmetic", **labelled_options(model_dir))
+    easy = family.easy_digits
     mode = "ablation" if args.ablation else ("oracle" if args.oracle else "label-free")
     out = args.out or settings.data_dir / "bench" / f"offline-{mode}-{args.init}-{int(time.time())}"
     out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ def tiny_trained_model(tmp_path_factory) -> Path:
 
     directory = tmp_path_factory.mktemp("tiny-trained")
     bootstrap(BuiltinConfig(max_digits=2, layers=2, hidden=64, heads=2, intermediate=256, steps=300, batch_size=64,
-                            lr=3e-3, warmup_steps=30, threads=1, eval_count=20), directory)
+                            lr=3e-3, warmup_steps=30, threads=1, eval_count=20, scarce_digits=0), directory)
     return directory
 
 

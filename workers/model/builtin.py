@@ -45,6 +45,9 @@ class BuiltinConfig:
     min_lr_ratio: float = 0.1
     max_extra_width: int = 2  # training zero-pads each example 0..this many digits wider than inference does
     hint_shift: int = 1  # training starts the hint letters up to this many letters late (inference: always "a")
+    scarce_digits: int = 9  # lengths max_digits+1..scarce_digits get only scarce_count labelled problems each
+    scarce_count: int = 16
+    scarce_share: float = 0.1  # the share of each batch drawn from those few problems
     seed: int = 0
     threads: int = 2
     eval_count: int = 200  # held-out problems per length
@@ -78,18 +81,35 @@ def encode_examples(tokenizer: PreTrainedTokenizerFast, examples: list[AdditionE
     }
 
 
+def family_options(config: BuiltinConfig) -> dict:
+    """The arithmetic family's options that describe this model's labelled data (replayed by every round)."""
+    return {"easy_digits": config.max_digits, "max_extra_width": config.max_extra_width,
+            "hint_shift": config.hint_shift, "scarce_digits": config.scarce_digits,
+            "scarce_count": config.scarce_count, "scarce_share": config.scarce_share}
+
+
+def labelled_options(model_dir: str | Path) -> dict:
+    """The arithmetic family's options for a model directory: from a builtin model's report, else the defaults."""
+    report = Path(model_dir) / REPORT_NAME
+    if not report.exists():
+        return {}
+    saved = json.loads(report.read_text())["config"]
+    known = {"scarce_digits": 0}  # a report without the option is of a model that had no longer problems
+    known |= {k: v for k, v in saved.items() if k in BuiltinConfig.__dataclass_fields__}
+    return family_options(BuiltinConfig(**known))
+
+
 def easy_examples(config: BuiltinConfig, rng: random.Random, count: int) -> list[AdditionExample]:
-    """Longer lengths weigh more: they hold nearly all distinct problems and all of the hard carries.
-    Problems of the evaluation suite are never drawn."""
-    lengths = list(range(1, config.max_digits + 1))
-    examples = []
-    while len(examples) < count:
-        a, b = random_problem(rng.choices(lengths, weights=lengths)[0], rng)
-        if is_heldout(a, b):
-            continue
-        examples.append(training_example(a, b, rng, max_extra_width=config.max_extra_width,
-                                         hint_shift=config.hint_shift))
-    return examples
+    """The labelled data, as the family replays it: longer lengths weigh more (they hold nearly all distinct
+    problems and all of the hard carries), the evaluation suite is never drawn."""
+    return _labelled_family(tuple(family_options(config).items())).replay_examples(rng, count)
+
+
+@functools.cache
+def _labelled_family(options: tuple):
+    from loop.families.arithmetic import Arithmetic
+
+    return Arithmetic(**dict(options))
 
 
 def cosine_lr(step: int, steps: int, lr: float, warmup: int, min_ratio: float) -> float:
@@ -190,7 +210,7 @@ def bootstrap(config: BuiltinConfig, out_dir: str | Path) -> dict:
     loss = train(model, tokenizer, lambda: easy_examples(config, rng, config.batch_size), config.steps, config.lr,
                  config.warmup_steps, config.min_lr_ratio, desc="bootstrap")
     minutes = (time.time() - started) / 60
-    lengths = config.eval_lengths or list(range(1, config.max_digits + 3))
+    lengths = config.eval_lengths or list(range(1, max(config.max_digits, config.scarce_digits) + 3))
     accuracy = evaluate(model, tokenizer, lengths, config.eval_count)
     report = {"config": asdict(config), "parameters": model.num_parameters(), "train_minutes": round(minutes, 2),
               "final_loss": loss, "accuracy": accuracy, "mastered_length": mastered_length(accuracy)}

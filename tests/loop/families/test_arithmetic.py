@@ -49,10 +49,36 @@ def test_plausible_range_filter():
 
 
 def test_a_round_past_the_easy_range_trains_with_hint_letters_shifted_further():
-    family = Arithmetic(easy_digits=4, hint_shift=1)
+    family = Arithmetic(easy_digits=4, hint_shift=1, scarce_digits=0)
     assert family.for_target(4).hint_shift == 1 and family.for_target(6).hint_shift == 3
     assert family.hint_shift == 1  # the family itself is unchanged
     rng = random.Random(0)
     firsts = {e.prompt[0] for e in family.for_target(6).replay_examples(rng, 400)}
     assert firsts == {"a", "b", "c", "d"}  # the first hint letter starts up to three letters late
     assert {e.prompt[0] for e in family.replay_examples(rng, 400)} == {"a", "b"}
+
+
+def test_a_weak_base_gets_a_few_fixed_labelled_problems_past_the_easy_range():
+    family = Arithmetic(easy_digits=3, scarce_digits=6, scarce_count=5, scarce_share=0.5)
+    scarce = family.scarce_problems()
+    assert sorted(p.difficulty for p in scarce) == [4] * 5 + [5] * 5 + [6] * 5
+    assert [p.sample_id for p in scarce] == [p.sample_id for p in Arithmetic(
+        easy_digits=3, scarce_digits=6, scarce_count=5).scarce_problems()]  # fixed by the seed
+    assert not {p.sample_id for p in scarce} & set().union(*(family.eval_ids([d]) for d in (4, 5, 6)))
+    replayed = family.replay_examples(random.Random(0), 1000)
+    def longer_operand(prompt: str) -> int:  # digits are written least significant first, behind hint letters
+        return max(int("".join(ch for ch in side if ch.isdigit())[::-1]) for side in prompt.rstrip("=").split("+"))
+
+    long = [e for e in replayed if longer_operand(e.prompt) >= 1000]
+    assert 400 < len(long) < 600  # about half the replay, as scarce_share says
+    assert not Arithmetic(easy_digits=3, scarce_digits=0).scarce_problems()
+
+
+def test_an_addition_is_rendered_in_both_operand_orders_with_one_answer():
+    family = Arithmetic()
+    problem = Arithmetic.problem(957, 68)
+    first, second = family.renderings(problem)
+    assert first == family.prompt(problem) and second.startswith("a8b6c0d0+a7b5c9")
+    assert family.read_answer(problem, family.write_answer(problem, "1025")) == "1025"  # one width for both orders
+
+
