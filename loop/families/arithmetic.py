@@ -20,7 +20,7 @@ from workers.model import arithmetic_format as fmt
 class Arithmetic(TaskFamily):
     def __init__(
         self, *, eval_seed: int = 20_250_101, eval_size: int = 200, easy_digits: int = 4, max_extra_width: int = 2,
-        hint_shift: int = 1, scarce_digits: int = 9, scarce_count: int = 16, scarce_share: float = 0.1,
+        hint_shift: int = 1, scarce_digits: int = 0, scarce_count: int = 0, scarce_share: float = 0.0,
         scarce_seed: int = 7,
     ) -> None:
         """``easy_digits``: the labelled range the base model was trained on (replayed every round);
@@ -95,8 +95,7 @@ class Arithmetic(TaskFamily):
         """A round aimed at ``target`` digits shifts the hint letters of its training examples (self-labelled and
         replayed) one letter further per digit past the easy range: the letters of the next length then hold real
         digits often enough to give the model a foothold there (docs/recipe.md: with the base's shift, 0-1% one
-        digit past a new length; one letter further, 70%). It helps within the scarcely labelled lengths too:
-        without it, a round at 7 digits from the default base reached 84% there, with it 91%."""
+        digit past a new length; one letter further, 70%)."""
         shifted = copy.copy(self)
         shifted.hint_shift = self.hint_shift + max(0, target - self.easy_digits)
         return shifted

@@ -45,9 +45,11 @@ class BuiltinConfig:
     min_lr_ratio: float = 0.1
     max_extra_width: int = 2  # training zero-pads each example 0..this many digits wider than inference does
     hint_shift: int = 1  # training starts the hint letters up to this many letters late (inference: always "a")
-    scarce_digits: int = 9  # lengths max_digits+1..scarce_digits get only scarce_count labelled problems each
-    scarce_count: int = 16
-    scarce_share: float = 0.1  # the share of each batch drawn from those few problems
+    # A weak base (docs/recipe.md): lengths max_digits+1..scarce_digits get only scarce_count labelled problems
+    # each, drawn as scarce_share of every batch; measured there with 9, 16 and 0.1. Off by default.
+    scarce_digits: int = 0
+    scarce_count: int = 0
+    scarce_share: float = 0.0
     seed: int = 0
     threads: int = 2
     eval_count: int = 200  # held-out problems per length
