@@ -23,8 +23,7 @@ import torch
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from workers.model.arithmetic_format import digit_count, AdditionExample, default_width, format_prompt, parse_answer, random_problem
-from workers.model.arithmetic_format import training_example
+from workers.model.arithmetic_format import digit_count, AdditionExample, default_width, format_prompt, parse_answer
 from loop.policy import mastered_length
 from workers.model.tokenizer import build_tokenizer, save_tokenizer
 
@@ -96,8 +95,8 @@ def labelled_options(model_dir: str | Path) -> dict:
     if not report.exists():
         return {}
     saved = json.loads(report.read_text())["config"]
-    known = {"scarce_digits": 0}  # a report without the option is of a model that had no longer problems
-    known |= {k: v for k, v in saved.items() if k in BuiltinConfig.__dataclass_fields__}
+    # An option missing from an older report takes the default, which is what that model was trained with.
+    known = {k: v for k, v in saved.items() if k in BuiltinConfig.__dataclass_fields__}
     return family_options(BuiltinConfig(**known))
 
 
@@ -109,6 +108,7 @@ def easy_examples(config: BuiltinConfig, rng: random.Random, count: int) -> list
 
 @functools.cache
 def _labelled_family(options: tuple):
+    """One arithmetic family per set of options (``()``: the defaults, whose evaluation suite is the loop's)."""
     from loop.families.arithmetic import Arithmetic
 
     return Arithmetic(**dict(options))
@@ -172,20 +172,13 @@ def generate_completions(model, tokenizer, prompts: list[str], max_new_tokens: i
     return out
 
 
-@functools.cache
-def _family():
-    from loop.families.arithmetic import Arithmetic
-
-    return Arithmetic()
-
-
 def heldout_problems(digits: int, count: int) -> list[tuple[int, int]]:
     """The arithmetic family's evaluation suite: the same problems the loop measures, never trained on."""
-    return [(p.data["a"], p.data["b"]) for p in _family().eval_suite(digits)[:count]]
+    return [(p.data["a"], p.data["b"]) for p in _labelled_family(()).eval_suite(digits)[:count]]
 
 
 def is_heldout(a: int, b: int) -> bool:
-    family = _family()
+    family = _labelled_family(())
     return family.problem(a, b).sample_id in family._eval_ids(digit_count(a, b))
 
 
