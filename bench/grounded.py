@@ -9,7 +9,8 @@ The base model has read the whole corpus and was taught the QA format on the fir
 (``workers.model.grounded_base``). Each round asks questions about every tier (training phrasings, held-out
 facts excluded), samples k closed-book answers per question, and runs the retrieval chain (evidence, format,
 self-consistency, novelty, decontamination: ``workers.verifier.retrieval_checks``; the evidence check picks,
-among the k answers, the one the corpus supports, and at least ``--agreement`` of them must say it) against a FAISS
+among the k answers, the one the corpus supports, and at least ``--agreement`` of them must say it; a question the
+corpus does not answer is labelled "I do not know" whatever the model said) against a FAISS
 memory in the output directory; accepted samples go into the memory's accepted index (so later rounds see
 them for novelty) and into training. A LoRA adapter is trained from the base on everything accepted so far plus
 replay of the easy tier, and the held-out suites (facts and phrasings training never uses, answerable and
@@ -57,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="share of the k answers that must say the accepted answer")
     parser.add_argument("--majority", action="store_true",
                         help="judge only the majority answer (default: the evidence picks the supported one)")
+    parser.add_argument("--model-abstentions-only", action="store_true",
+                        help="accept 'I do not know' only where the model said it (default: the evidence check labels "
+                             "every question the corpus does not answer with it)")
     parser.add_argument("--steps", type=int, default=300, help="LoRA steps per round")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -142,7 +146,8 @@ def main(argv: list[str] | None = None) -> str:
     memory = Memory(out / "memory", embedder=get_embedder(), config=RetrievalSettings().index_config())
     sync_reference_indexes(memory, family)
     chain = retrieval_chain(family, memory, agreement=args.agreement, sync_reference=False,
-                            choose_supported=not args.majority)
+                            choose_supported=not args.majority,
+                            abstain_unsupported=not args.model_abstentions_only)
     engine = GenerationEngine(model_dir)
     spec = SamplingSpec(k=args.k, temperature=args.temperature, max_new_tokens=family.answer_budget(
         family.eval_suite(1)[0]))

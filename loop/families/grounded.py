@@ -37,27 +37,44 @@ from loop.families.world import RELATIONS, Passage, World, build_world, sentence
 UNKNOWN = "I do not know"
 _UNKNOWN_FORMS = {"i do not know", "i don't know", "i dont know", "idk", "unknown", "i do not know that"}
 
-# Phrasings the loop trains on, and phrasings only the held-out suite uses. Training has each shape the held-out
-# suite has (question word first, subject first, an instruction) in other words, so that a held-out phrasing is new
-# wording, not a new kind of sentence.
-TRAIN_TEMPLATES: dict[str, tuple[str, ...]] = {
+# Phrasings the loop trains on, and phrasings only the held-out suite uses. Training asks each attribute in many
+# ways (question word first, subject first, an instruction), each also wrapped in words that do not change what is
+# asked ("please ...", "do you know ..."), so that the model learns to read the attribute and the person from a
+# question rather than to recognise a sentence; the held-out phrasings are new wording of the same kinds.
+TRAIN_CORES: dict[str, tuple[str, ...]] = {
     "home": ("where does {e} live", "which town does {e} live in", "what is the home town of {e}",
-             "{e} calls what town home", "give the home town of {e}", "say where {e} lives"),
+             "{e} calls what town home", "give the home town of {e}", "say where {e} lives",
+             "in what town does {e} live", "what town is home to {e}", "where is the home of {e}",
+             "{e} has a home in what town", "state the home town of {e}"),
     "job": ("what does {e} work as", "what is the job of {e}", "what work does {e} do",
-            "{e} earns a living doing what", "give the job of {e}", "say what {e} works as"),
+            "{e} earns a living doing what", "give the job of {e}", "say what {e} works as",
+            "what job does {e} have", "which trade does {e} follow", "what is {e} by trade",
+            "{e} does what for work", "state the job of {e}"),
     "color": ("what color does {e} like", "what is the favorite color of {e}", "{e} prefers what color",
-              "give the favorite color of {e}", "say what color {e} likes"),
+              "give the favorite color of {e}", "say what color {e} likes", "which color does {e} like best",
+              "what color is the favorite of {e}", "{e} is fond of what color", "state the favorite color of {e}"),
     "pet": ("what pet does {e} have", "which animal does {e} keep as a pet", "{e} keeps what animal",
-            "give the pet animal of {e}", "say what pet {e} has"),
+            "give the pet animal of {e}", "say what pet {e} has", "what kind of pet does {e} keep",
+            "what animal is the pet of {e}", "{e} owns what kind of pet", "state the pet animal of {e}"),
     "age": ("how old is {e}", "what is the age of {e}", "{e} has lived for how many years", "give the age of {e}",
-            "say how old {e} is"),
+            "say how old {e} is", "what age is {e}", "{e} was born how many years ago",
+            "state the age of {e}"),
 }
+WRAPPERS = ("{q}", "please {q}", "{q} please", "do you know {q}", "i wonder {q}", "quick question {q}",
+            "can you say {q}", "so {q}", "{q} if you know", "remind me {q}")
 HELDOUT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "home": ("{e} lives in which town", "name the town where {e} lives"),
     "job": ("{e} works as what", "name the job {e} does"),
     "color": ("{e} likes which color", "name the color {e} likes"),
     "pet": ("{e} has which pet", "name the pet of {e}"),
     "age": ("{e} is how many years old", "tell the age of {e}"),
+}
+
+_HELDOUT_FORMS = frozenset(form for forms in HELDOUT_TEMPLATES.values() for form in forms)
+TRAIN_TEMPLATES: dict[str, tuple[str, ...]] = {
+    relation: tuple(form for wrapper in WRAPPERS for core in cores
+                    if (form := wrapper.replace("{q}", core)) not in _HELDOUT_FORMS)
+    for relation, cores in TRAIN_CORES.items()
 }
 
 QUESTION_PROMPT = """Write one short question that the passage below answers, about one person and one fact.
@@ -143,6 +160,19 @@ class GroundedQA(TaskFamily):
                 held.update((name, relation) for relation in RELATIONS)
         return frozenset(held)
 
+    def facts(self, tier: int, kind: str, *, held_out: bool) -> list[tuple[str, str]]:
+        """(entity, relation) pairs of a tier: ``kind`` is "known" (the corpus states it), "missing" (a person
+        without that attribute) or "stranger" (a name the corpus never mentions); ``held_out``: the ones only the
+        evaluation suite asks about, or the ones training may ask about."""
+        self._check_difficulty(tier)
+        return [f for f in self._facts[tier][kind] if (f in self._held_out) == held_out]
+
+    def ask(self, entity: str, relation: str, tier: int, *, held_out_phrasing: bool, rng: random.Random) -> Problem:
+        """A question about one fact in a random phrasing of the held-out or the training kind (for measuring)."""
+        templates = HELDOUT_TEMPLATES if held_out_phrasing else TRAIN_TEMPLATES
+        return self._problem(entity, relation, rng.choice(templates[relation]), tier,
+                             "heldout" if held_out_phrasing else "train")
+
     def _problem(self, entity: str, relation: str, template: str, difficulty: int, phrasing: str) -> Problem:
         answer = self.world.fact(entity, relation)
         question = template.format(e=entity)
@@ -220,8 +250,18 @@ class GroundedQA(TaskFamily):
     def stated_value(sentence: str) -> str | None:
         """The value a sentence written like the corpus's facts states (``Kavo lives in Tesa.`` -> ``Tesa``), or
         None: what the evidence check compares an answer with."""
-        stated = _statement(" ".join(sentence.strip().rstrip(".").split()))
+        stated = statement(" ".join(sentence.strip().rstrip(".").split()))
         return stated[2] if stated else None
+
+    def sentence_answers(self, problem: Problem, sentence: str) -> bool | None:
+        """Whether a corpus sentence states the fact a question asks for (its person and attribute); None where
+        the question's attribute is not known (a question written freely) or the sentence is not written like
+        the corpus's facts: then the evidence check judges relevance by embeddings."""
+        relation, entity = problem.data.get("relation"), problem.data.get("entity")
+        stated = statement(" ".join(sentence.strip().rstrip(".").split()))
+        if not relation or not entity or stated is None:
+            return None
+        return stated[:2] == (entity, relation)
 
     # -- the model-facing format ----------------------------------------------------------------------------------
     def prompt(self, problem: Problem) -> str:
@@ -236,7 +276,7 @@ class GroundedQA(TaskFamily):
             return None
         if answer.lower() in _UNKNOWN_FORMS:
             return UNKNOWN
-        stated = _statement(answer)
+        stated = statement(answer)
         if stated is None:
             return answer
         entity, relation, value = stated
@@ -303,14 +343,19 @@ class GroundedQA(TaskFamily):
 
 def _match_template(question: str) -> tuple[str, str, str, str] | None:
     """(entity, relation, template, phrasing) of a question written from a template, else None."""
-    for phrasing, templates in (("train", TRAIN_TEMPLATES), ("heldout", HELDOUT_TEMPLATES)):
-        for relation, forms in templates.items():
-            for form in forms:
-                pattern = "^" + re.escape(form).replace(re.escape("{e}"), r"([A-Z][a-z]+)") + "$"
-                match = re.match(pattern, question) or re.match(pattern, question[:1].lower() + question[1:])
-                if match:
-                    return match.group(1), relation, form, phrasing
+    for pattern, relation, form, phrasing in _TEMPLATE_PATTERNS:
+        match = pattern.match(question) or pattern.match(question[:1].lower() + question[1:])
+        if match:
+            return match.group(1), relation, form, phrasing
     return None
+
+
+_TEMPLATE_PATTERNS = [
+    (re.compile("^" + re.escape(form).replace(re.escape("{e}"), r"([A-Z][a-z]+)") + "$"), relation, form, phrasing)
+    for phrasing, templates in (("train", TRAIN_TEMPLATES), ("heldout", HELDOUT_TEMPLATES))
+    for relation, forms in templates.items()
+    for form in forms
+]
 
 
 _STATEMENTS = [
@@ -321,7 +366,7 @@ _STATEMENTS = [
 _LONGEST_STATEMENT = max(len(form) for form in RELATIONS.values()) + 20  # values are at most 20 characters
 
 
-def _statement(text: str) -> tuple[str, str, str] | None:
+def statement(text: str) -> tuple[str, str, str] | None:
     """(entity, relation, value) of a sentence written like the corpus's facts, else None."""
     for relation, pattern in _STATEMENTS:
         match = pattern.match(text)
@@ -345,5 +390,5 @@ def _capitalized(text: str) -> str | None:
 
 _FUNCTION_WORDS = frozenset(
     "what where which who whom whose when why how name tell give say does do did is are was were the a an in of for to "
-    "and or on at by with from q a".split()
+    "and or on at by with from q a please so quick question can you if know remind me wonder i state".split()
 )

@@ -5,9 +5,10 @@ learns the QA format on the family's easy tiers only (``GroundedQA.replay_exampl
 their fact, unanswerable ones with "I do not know"). The other tiers it has read about but never been asked
 about: that is what the loop improves, with the evidence check as its only teacher.
 
-Each time a passage is drawn its sentences come in a random order: a fact is then stated in many contexts, which
-is what lets a model answer questions about it later (Allen-Zhu and Li, "Physics of Language Models 3.1": without
-such augmentation a model that memorised a biography cannot be asked about it).
+Each time a passage is drawn its sentences come in a random order, and each sentence in one of a few wordings
+(``READING_FORMS``; the corpus itself keeps one): a fact is then stated in many contexts and words, which is what
+lets a model answer questions about it later (Allen-Zhu and Li, "Physics of Language Models 3.1": without such
+augmentation a model that memorised a biography cannot be asked about it). Every wording names the person first.
 
     python -m workers.model.grounded_base --out data/models/grounded
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from loop.families.base import Example
-from loop.families.grounded import GroundedQA
+from loop.families.grounded import GroundedQA, statement
 from workers.model.builtin import BuiltinConfig, build_model, train
 from workers.model.tokenizer import build_tokenizer, save_tokenizer
 
@@ -39,26 +40,49 @@ class GroundedConfig:
     intermediate: int = 512
     batch_size: int = 64
     passage_share: float = 0.5  # share of every batch that is corpus text; the rest is easy-tier QA
-    steps: int = 1400  # about 10 min on two idle CPU cores
+    steps: int = 2000  # about 17 min on two idle CPU cores
     lr: float = 2e-3
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
     seed: int = 0
     threads: int = 2
     family_seed: int = 7  # the world: GroundedQA(seed=...)
+    reading_forms: bool = True  # restate each passage sentence in a random wording of READING_FORMS
 
 
-def passage_example(text: str, rng: random.Random) -> Example:
-    """A passage as a language-modelling example (loss on every character), its sentences shuffled."""
+# Wordings a passage's facts are read in (the first is the corpus's own), each with the person first.
+READING_FORMS: dict[str, tuple[str, ...]] = {
+    "home": ("{e} lives in {v}.", "{e} has a home in {v}.", "{e} calls {v} home.", "{e} is from the town of {v}."),
+    "job": ("{e} works as a {v}.", "{e} earns a living as a {v}.", "{e} has a job as a {v}.", "{e} is a {v} by trade."),
+    "color": ("{e} likes the color {v}.", "{e} is fond of the color {v}.", "{e} has {v} as a favorite color.",
+              "{e} loves the color {v} most."),
+    "pet": ("{e} has a pet {v}.", "{e} keeps a {v} as a pet.", "{e} owns a pet {v}.", "{e} looks after a pet {v}."),
+    "age": ("{e} is {v} years old.", "{e} is aged {v}.", "{e} has lived {v} years.", "{e} turned {v} this year."),
+}
+
+
+def passage_example(text: str, rng: random.Random, reworded: bool = False) -> Example:
+    """A passage as a language-modelling example (loss on every character), its sentences shuffled and, if
+    ``reworded``, each restated in a random wording of its relation."""
     sentences = [s.strip() + "." for s in text.split(".") if s.strip()]
+    if reworded:
+        sentences = [_reword(s, rng) for s in sentences]
     rng.shuffle(sentences)
     return Example("", " ".join(sentences))
+
+
+def _reword(sentence: str, rng: random.Random) -> str:
+    stated = statement(sentence.rstrip("."))
+    if stated is None:
+        return sentence
+    entity, relation, value = stated
+    return rng.choice(READING_FORMS[relation]).format(e=entity, v=value)
 
 
 def training_batch(family: GroundedQA, passages: list[str], config: GroundedConfig,
                    rng: random.Random) -> list[Example]:
     n_text = round(config.batch_size * config.passage_share)
-    batch = [passage_example(rng.choice(passages), rng) for _ in range(n_text)]
+    batch = [passage_example(rng.choice(passages), rng, config.reading_forms) for _ in range(n_text)]
     return batch + family.replay_examples(rng, config.batch_size - n_text)
 
 
@@ -104,10 +128,19 @@ def bootstrap(config: GroundedConfig, out_dir: str | Path, family: GroundedQA | 
 
 
 def ensure_grounded(target: Path, config: GroundedConfig | None = None) -> Path:
-    """Train the grounded base model into ``target`` unless it is already there."""
+    """Train the grounded base model into ``target`` unless it is already there. A cached model trained with
+    other settings is used as it is, with a warning that names the settings that differ (delete it to retrain)."""
     from workers.model.resolve import train_once
 
-    return train_once(target, lambda out: bootstrap(config or GroundedConfig(), out),
+    config = config or GroundedConfig()
+    report_path = target / REPORT_NAME
+    if report_path.exists():
+        trained_with = json.loads(report_path.read_text()).get("config", {})
+        differ = sorted(k for k, v in asdict(config).items() if trained_with.get(k) != v)
+        if differ:
+            print(f"warning: the grounded base model at {target} was trained with other settings ({', '.join(differ)}"
+                  f"); using it anyway: delete it to retrain")
+    return train_once(target, lambda out: bootstrap(config, out),
                       lambda report: f"grounded base model: trained in {report['train_minutes']} min")
 
 

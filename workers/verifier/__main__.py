@@ -22,13 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracle", action="store_true", help="accept by the true answer (not label-free)")
     parser.add_argument("--majority-only", action="store_true",
                         help="grounded families: judge only the majority answer, not the one the evidence supports")
+    parser.add_argument("--model-abstentions-only", action="store_true",
+                        help="grounded families: accept 'I do not know' only where the model said it, instead of "
+                             "labelling every question the corpus does not answer with it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = get_settings()
     store = open_store(settings)
     worker = VerifierWorker(settings, accepted_among=lambda ids: sample_ids_among(store, ids, status="accepted"),
-                            threshold=args.agreement, oracle=args.oracle, choose_supported=not args.majority_only)
+                            threshold=args.agreement, oracle=args.oracle, choose_supported=not args.majority_only,
+                            abstain_unsupported=not args.model_abstentions_only)
     worker.install_signal_handlers()
     worker.run()
     return 0

@@ -28,6 +28,7 @@ class Reading:
     family: TaskFamily
     answers: list[str | None]  # None: the completion broke the format
     chosen: str | None = None
+    decided_by: str | None = None  # a check that set the label from what it found, not from the answers
 
     @property
     def majority(self) -> tuple[str | None, int]:
@@ -105,6 +106,9 @@ class SelfConsistency(Check):
         k = len(reading.answers)
         answer, votes = reading.label
         share = votes / k if k else 0.0
+        if reading.decided_by is not None:
+            return self.result(True, share, f"the label {answer!r} was set by {reading.decided_by}, not by a vote; "
+                                            f"{votes} of {k} answers say it")
         passed = answer is not None and share >= self.threshold
         verb = "reaches" if passed else "is below"
         return self.result(passed, share, f"{votes} of {k} answers agree on {answer!r}; {share:.2f} {verb} {self.threshold:.2f}")

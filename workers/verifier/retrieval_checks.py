@@ -185,9 +185,11 @@ class EvidenceSupport(RetrievalCheck):
     """The corpus must support the answer; where it has no answer, only "I do not know" is right."""
 
     def __init__(self, memory: Memory, relevance_threshold: float = 0.27, *, k: int = 5, index: str | None = None,
-                 unknown_answer: str | None = None, choose: bool = False) -> None:
+                 unknown_answer: str | None = None, choose: bool = False, abstain: bool = False) -> None:
         """``choose``: judge every distinct answer of the k, most votes first, and label the sample with the first
-        the corpus supports (``Reading.chosen``); otherwise only the majority answer is judged."""
+        the corpus supports (``Reading.chosen``); otherwise only the majority answer is judged. ``abstain``: where
+        the corpus does not answer the question, label the sample with the unknown answer whatever the k answers
+        said (``Reading.decided_by``): what teaches a model to say "I do not know" instead of guessing."""
         super().__init__(memory, index=index)
         if not 0.0 < relevance_threshold <= 1.0 or k < 1:
             raise ValueError("evidence needs a relevance_threshold in (0, 1] and k >= 1")
@@ -195,10 +197,14 @@ class EvidenceSupport(RetrievalCheck):
         self.k = k
         self.unknown_answer = unknown_answer
         self.choose = choose
+        self.abstain = abstain
 
     def answering(self, family: TaskFamily, problem: Problem) -> tuple[str, list[Hit], str | None, list[Sentence]]:
         """The passages retrieved for the question, its subject, and the sentences about the subject that answer
-        it, most relevant first."""
+        it, most relevant first. Where the family can tell whether a sentence answers the question
+        (``family.sentence_answers(problem, sentence)`` is True or False for every sentence: a question it parsed
+        and sentences written the way its corpus writes facts) that decides; otherwise relevance is the cosine of
+        the relation views, at or above ``relevance_threshold``."""
         index = self.index_for("corpus", family)
         question = problem_text(problem)
         passages = _search(self.memory, index, question, self.k)
@@ -209,6 +215,10 @@ class EvidenceSupport(RetrievalCheck):
         about = [Sentence(p, s) for p in passages for s in _SENTENCE_END.split(p.text or "") if mentions(s, subject)]
         if not about:
             return index, passages, subject, []
+        read = getattr(family, "sentence_answers", None)
+        judged = [read(problem, s.text) for s in about] if callable(read) else [None]
+        if all(j is not None for j in judged):  # the family reads its corpus's sentences: no embedding needed
+            return index, passages, subject, [Sentence(s.passage, s.text, 1.0) for s, j in zip(about, judged) if j]
         views = self.memory.embedder.encode(
             [relation_view(question, subject)] + [relation_view(s.text, subject) for s in about]
         )
@@ -223,7 +233,10 @@ class EvidenceSupport(RetrievalCheck):
         index, passages, subject, answering = self.answering(family, problem)
         evidence = _evidence(index, passages)
         answer, _ = reading.label
-        if self.choose and subject is not None:
+        if self.abstain and subject is not None and not answering and unknown is not None:
+            reading.chosen, reading.decided_by = unknown, self.name
+            answer = unknown
+        elif self.choose and subject is not None:
             answer = self._supported_choice(reading, unknown, answering) or answer
         if answer is None:
             return self.result(False, 0.0, "no answer to look up"), evidence
@@ -296,13 +309,16 @@ def retrieval_chain(
     agreement: float = 0.5,
     sync_reference: bool = True,
     choose_supported: bool = False,
+    abstain_unsupported: bool = False,
 ) -> VerifierChain:
     """format, self_consistency, novelty, decontamination, and (for a family with a corpus) evidence.
 
     ``sync_reference`` first makes the family's evaluation index (and corpus index) current; it is idempotent
     and cheap when nothing changed. ``choose_supported`` (a family with a corpus): the evidence check runs first
     and picks, among the k answers, the one the corpus supports; self-consistency then asks how many of the k
-    say it (so ``agreement`` is the share of answers that must agree with the evidence).
+    say it (so ``agreement`` is the share of answers that must agree with the evidence). ``abstain_unsupported``:
+    a question the corpus does not answer is labelled with the family's unknown answer by the evidence check,
+    whatever the model said (the evidence check then also runs first).
     """
     settings = settings or RetrievalSettings()
     grounded = callable(getattr(family, "corpus", None))
@@ -316,6 +332,6 @@ def retrieval_chain(
     ]
     if grounded:
         evidence = build_check("evidence", memory=memory, relevance_threshold=settings.relevance_threshold,
-                               k=settings.evidence_k, choose=choose_supported)
-        checks = [evidence, *checks] if choose_supported else [*checks, evidence]
+                               k=settings.evidence_k, choose=choose_supported, abstain=abstain_unsupported)
+        checks = [evidence, *checks] if choose_supported or abstain_unsupported else [*checks, evidence]
     return VerifierChain(family, checks)

@@ -32,6 +32,7 @@ class VerifierWorker(EventConsumer):
         threshold: float = 0.75,
         oracle: bool = False,
         choose_supported: bool = True,
+        abstain_unsupported: bool = True,
         family_options: dict[str, dict] | None = None,
         group_id: str = "verifiers",
     ) -> None:
@@ -40,6 +41,7 @@ class VerifierWorker(EventConsumer):
         self.threshold = threshold
         self.oracle = oracle
         self.choose_supported = choose_supported  # grounded families: label with the answer the evidence supports
+        self.abstain_unsupported = abstain_unsupported  # and with "I do not know" where the corpus has no answer
         self.family_options = family_options or {}
         self.producer = EventProducer(settings, client_id="verifier")
         self._families: dict[str, TaskFamily] = {}
@@ -83,7 +85,8 @@ class VerifierWorker(EventConsumer):
 
                 self._retrieval_chains[family.name] = retrieval_chain(family, Memory.open(self.settings),
                                                                       agreement=self.threshold,
-                                                                      choose_supported=self.choose_supported)
+                                                                      choose_supported=self.choose_supported,
+                                                                      abstain_unsupported=self.abstain_unsupported)
             return self._retrieval_chains[family.name]
         return VerifierChain.label_free(family, threshold=self.threshold, accepted=accepted_now,
                                         eval_ids=self.eval_ids(family, problem.difficulty), oracle=self.oracle)

@@ -1,8 +1,9 @@
 import json
 import random
+import re
 
-from loop.families.grounded import UNKNOWN, GroundedQA
-from workers.model.grounded_base import GroundedConfig, bootstrap, passage_example, training_batch
+from loop.families.grounded import UNKNOWN, GroundedQA, statement
+from workers.model.grounded_base import READING_FORMS, GroundedConfig, bootstrap, passage_example, training_batch
 
 
 def test_a_passage_keeps_every_sentence_in_a_shuffled_order():
@@ -14,6 +15,26 @@ def test_a_passage_keeps_every_sentence_in_a_shuffled_order():
         assert sorted(s.strip() for s in order.split(".") if s.strip()) == sorted(
             s.strip() for s in text.split(".") if s.strip())
     assert passage_example(text, rng).prompt == ""
+
+
+def test_a_reworded_passage_states_the_same_facts_in_other_words():
+    facts = {"home": "Tesa", "job": "cook", "color": "red", "pet": "owl", "age": "34"}
+    text = " ".join(READING_FORMS[r][0].format(e="Kavo", v=v) for r, v in facts.items())
+    patterns = [(r, re.compile("^" + re.escape(f).replace(re.escape("{e}"), "Kavo").replace(re.escape("{v}"),
+                                                                                           "(\\w+)") + "$"))
+                for r, forms in READING_FORMS.items() for f in forms]
+    rng = random.Random(3)
+    wordings = set()
+    for _ in range(30):
+        sentences = [s.strip() + "." for s in passage_example(text, rng, reworded=True).answer.split(".") if s.strip()]
+        said = {}
+        for sentence in sentences:
+            relation, value = next((r, m.group(1)) for r, p in patterns if (m := p.match(sentence)))
+            said[relation] = value
+        assert said == facts  # every fact, each once, with its value
+        wordings.update(sentences)
+    assert len(wordings) > 10
+    assert statement(READING_FORMS["pet"][0].format(e="Kavo", v="owl").rstrip(".")) == ("Kavo", "pet", "owl")
 
 
 def test_a_batch_mixes_corpus_text_with_easy_tier_questions_only():
@@ -37,3 +58,21 @@ def test_bootstrap_saves_a_model_with_its_heldout_rates(tmp_path):
     assert report["heldout"]["all"]["n_answerable"] == 18
     assert (tmp_path / "config.json").exists() and (tmp_path / "tokenizer.json").exists()
     assert UNKNOWN == "I do not know"
+
+
+def test_a_cached_model_trained_with_other_settings_is_used_with_a_warning(tmp_path, capsys):
+    from dataclasses import asdict
+
+    from workers.model.grounded_base import REPORT_NAME, ensure_grounded
+
+    target = tmp_path / "grounded"
+    target.mkdir()
+    (target / "config.json").write_text("{}")
+    (target / REPORT_NAME).write_text(json.dumps({"config": {**asdict(GroundedConfig()), "steps": 5,
+                                                             "reading_forms": False}}))
+    assert ensure_grounded(target) == target  # not retrained: the cache is the user's
+    warning = capsys.readouterr().out
+    assert "reading_forms, steps" in warning and "delete it to retrain" in warning
+    (target / REPORT_NAME).write_text(json.dumps({"config": asdict(GroundedConfig())}))
+    ensure_grounded(target)
+    assert "warning" not in capsys.readouterr().out

@@ -174,6 +174,27 @@ def test_choosing_labels_with_the_answer_the_corpus_supports_not_the_majority(me
     assert verdict.accepted and verdict.label == UNKNOWN
 
 
+def test_abstaining_labels_what_the_corpus_does_not_answer_i_do_not_know_whatever_the_model_said(memory, chain):
+    abstaining = retrieval_chain(FAMILY, memory, RetrievalSettings(), agreement=0.5, sync_reference=False,
+                                 choose_supported=True, abstain_unsupported=True)
+    for unanswerable in training_problems(False, 4):
+        guesses = [FAMILY.write_answer(unanswerable, a) for a in (WRONG["job"], WRONG["pet"], "Tesa", "7")]
+        candidate = Candidate(sample_id=unanswerable.sample_id, family=FAMILY.name,
+                              difficulty=unanswerable.difficulty, problem=unanswerable.canonical, answers=guesses)
+        verdict = abstaining.verify(candidate, unanswerable)
+        assert verdict.accepted and verdict.label == UNKNOWN, [c.reason for c in verdict.checks]
+        checks = {c.name: c for c in verdict.checks}
+        assert "the corpus does not know" in checks["evidence"].reason
+        assert checks["self_consistency"].passed and "set by evidence" in checks["self_consistency"].reason
+
+    answerable = next(p for p in training_problems(True, 40) if p.data["relation"] == "job")
+    wrong = [FAMILY.write_answer(answerable, WRONG["job"])] * 4
+    candidate = Candidate(sample_id=answerable.sample_id, family=FAMILY.name, difficulty=answerable.difficulty,
+                          problem=answerable.canonical, answers=wrong)
+    verdict = abstaining.verify(candidate, answerable)  # the corpus answers it: a wrong answer is not turned into a label
+    assert not verdict.accepted and verdict.label is None
+
+
 def test_a_word_of_the_supporting_sentence_is_not_its_answer(chain):
     problem = next(p for p in training_problems(True, 40) if p.data["relation"] == "job")
     for word in ("a", "works", "as"):

@@ -1,0 +1,84 @@
+"""Where a grounded model fails: does it remember the corpus, can it be asked about it, does it abstain?
+
+    python bench/grounded_breakdown.py --model data/models/grounded
+    python bench/grounded_breakdown.py --model data/models/grounded --adapter DIR/round-008
+
+Per tier, greedy and closed-book:
+- passage recall: the model completes the corpus's own sentence (``Kavo lives in`` -> ``Tesa``), the ceiling of
+  anything it can answer;
+- answerable accuracy (and the share answered "I do not know") for facts training may ask about (asked in the
+  base model's training for the easy tier only; the loop asks about every tier) and for held-out facts, each in training phrasings and in held-out phrasings: which of the two gaps (a fact never asked about, a
+  phrasing never trained on) costs what;
+- the share of held-out unanswerable questions answered "I do not know", strangers and missing attributes apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from loop.families.grounded import UNKNOWN, GroundedQA  # noqa: E402
+from loop.families.world import RELATIONS  # noqa: E402
+from workers.generator import GenerationEngine, SamplingSpec  # noqa: E402
+
+
+def answered(engine, family: GroundedQA, problems) -> tuple[float, float]:
+    """(accuracy, share answered "I do not know") of greedy answers."""
+    outputs = engine.generate([family.prompt(p) for p in problems], SamplingSpec(k=1, max_new_tokens=48))
+    answers = [family.read_answer(p, o[0]) for p, o in zip(problems, outputs, strict=True)]
+    right = sum(a == family.true_answer(p) for a, p in zip(answers, problems, strict=True))
+    return right / len(problems), sum(a == UNKNOWN for a in answers) / len(problems)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--adapter", type=Path, default=None)
+    parser.add_argument("--per-cell", type=int, default=60, help="questions per cell (fewer where a pool is smaller)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print("command: python " + shlex.join(["bench/grounded_breakdown.py", *(sys.argv[1:] if argv is None else argv)]))
+    family, rng = GroundedQA(), random.Random(args.seed)
+    engine = GenerationEngine(args.model)
+    if args.adapter:
+        engine.use_adapter(args.adapter.name, args.adapter)
+    rows = []
+    print("facts/phrasing: train = training may ask it, held = only the held-out suite does; each cell is accuracy and,"
+          " in brackets, the share answered 'I do not know'")
+    print(f"{'tier':>4} {'recall':>6}  {'train/train':>12} {'train/held':>12} {'held/train':>12} {'held/held':>12}  "
+          f"{'idk strangers':>14} {'idk missing':>13}")
+    for tier in family.difficulties:
+        row = {"tier": tier}
+        known = family.facts(tier, "known", held_out=False) + family.facts(tier, "known", held_out=True)
+        sample = rng.sample(known, min(args.per_cell, len(known)))
+        prompts = [RELATIONS[r].split("{v}")[0].format(e=e) for e, r in sample]
+        outputs = engine.generate(prompts, SamplingSpec(k=1, max_new_tokens=12))
+        row["recall"] = sum(o[0].strip().split(".")[0].split(" ")[0] == family.world.fact(e, r)
+                            for o, (e, r) in zip(outputs, sample, strict=True)) / len(sample)
+        for held_fact in (False, True):
+            pool = family.facts(tier, "known", held_out=held_fact)
+            for held_phrasing in (False, True):
+                facts = rng.sample(pool, min(args.per_cell, len(pool)))
+                problems = [family.ask(e, r, tier, held_out_phrasing=held_phrasing, rng=rng) for e, r in facts]
+                key = f"{'held' if held_fact else 'train'}/{'held' if held_phrasing else 'train'}"
+                row[key] = answered(engine, family, problems)
+        for kind in ("stranger", "missing"):
+            pool = family.facts(tier, kind, held_out=True)
+            facts = rng.sample(pool, min(args.per_cell, len(pool)))
+            problems = [family.ask(e, r, tier, held_out_phrasing=True, rng=rng) for e, r in facts]
+            row[f"idk {kind}"] = (answered(engine, family, problems)[1], len(problems))
+        rows.append(row)
+        cells = " ".join(f"{row[k][0]:>5.2f} ({row[k][1]:.2f})" for k in ("train/train", "train/held", "held/train",
+                                                                          "held/held"))
+        print(f"{tier:>4} {row['recall']:>6.2f}  {cells}  {row['idk stranger'][0]:>8.2f} (n={row['idk stranger'][1]})"
+              f" {row['idk missing'][0]:>6.2f} (n={row['idk missing'][1]})")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
