@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 GENERATOR_GROUP = "generators"
 
 
+_last_written: dict[Path, str] = {}  # path -> the state text this process last wrote there
+
+
 @dataclass
 class LoopState:
     round: int = 1
@@ -49,10 +52,17 @@ class LoopState:
     def load(cls, path: Path) -> "LoopState":
         return cls(**json.loads(path.read_text())) if path.exists() else cls()
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path) -> bool:
+        """Write the state if it changed since this process last wrote it (the controller calls this on every tick:
+        an unchanged state costs no write). Returns whether it wrote."""
+        text = json.dumps(asdict(self), indent=2)
+        if text == _last_written.get(path) and path.exists():
+            return False
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.write_text(text)
         tmp.replace(path)  # atomic: a crash leaves the old state or the new one
+        _last_written[path] = text
+        return True
 
     def scores(self) -> list[EvalScore] | None:
         return None if self.promoted_scores is None else [EvalScore(**s) for s in self.promoted_scores]

@@ -172,6 +172,7 @@ class JobContext:
         self.cancel_check_interval_s = cancel_check_interval_s
         self.fraction = 0.0
         self._last_progress = float("-inf")
+        self._reported = 0.0  # the fraction last published
         self._last_cancel_check = float("-inf")
         self._cancel_seen = False
 
@@ -181,11 +182,14 @@ class JobContext:
         publish_job_event(event, self.settings, wait=wait)
 
     def progress(self, fraction: float, message: str = "") -> None:
-        """Report ``fraction`` done (0..1); published at most every ``progress_interval_s``. Raises ``JobCancelled``."""
+        """Report ``fraction`` done (0..1); published when ``progress_interval_s`` has passed since the last report
+        or the job has crossed another tenth of the way (a short job still shows its progress). Raises
+        ``JobCancelled``."""
         self.fraction = min(1.0, max(0.0, float(fraction)))
         now = time.monotonic()
-        if now - self._last_progress >= self.progress_interval_s:
-            self._last_progress = now
+        next_tenth = int(self.fraction * 10) > int(self._reported * 10)
+        if now - self._last_progress >= self.progress_interval_s or next_tenth:
+            self._last_progress, self._reported = now, self.fraction
             self.publish("progress", message=message)
             if self.task is not None:
                 meta = {"kind": self.kind, "progress": self.fraction, "message": message}

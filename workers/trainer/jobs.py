@@ -19,7 +19,9 @@ from workers.trainer.lora import LoraTrainingConfig, train_lora
 from workers.trainer.snapshot import freeze_snapshot
 
 
-@job_task(queue="train", soft_time_limit=4 * 3600)
+# Progress every 5 s (and at each tenth of the way) and a cancel check every 2 s: on a small CPU box every other
+# process that wakes up while an adapter trains steals a core from one of its threads, and the whole step waits.
+@job_task(queue="train", soft_time_limit=4 * 3600, progress_interval_s=5.0, cancel_check_interval_s=2.0)
 def train_adapter(
     ctx: JobContext,
     *,
