@@ -43,33 +43,48 @@ from workers.trainer import LoraTrainingConfig  # noqa: E402
 
 
 class MemorySampler(threading.Thread):
-    """Peak RSS of a set of process trees, sampled every second; the peak is also kept per round."""
+    """Peak RSS of a set of named process trees, sampled every ``interval`` seconds in one pass over the process
+    table; the peak is also kept per round, and the CPU seconds each tree has used so far (where the cores went)."""
 
-    def __init__(self, roots: list[int], round_of) -> None:
+    def __init__(self, roots: dict[str, int], round_of, interval: float = 2.0) -> None:
         super().__init__(daemon=True)
+        self.interval = interval
         self.roots, self.round_of = roots, round_of
+        self.cpu: dict[str, dict[int, float]] = {name: {} for name in roots}  # name -> pid -> CPU seconds
         self.peak = 0
         self.per_round: dict[int, int] = {}
         self.samples: list[tuple[float, int, int]] = []  # (seconds since start, round, bytes)
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.started = time.monotonic()
 
     def run(self) -> None:
-        while not self._stop.wait(1.0):
+        while not self._stopping.wait(self.interval):
+            children: dict[int, list[int]] = {}
+            usage: dict[int, tuple[int, float]] = {}  # pid -> (RSS bytes, CPU seconds)
+            for process in psutil.process_iter(["ppid", "memory_info", "cpu_times"]):  # one pass over /proc
+                children.setdefault(process.info["ppid"], []).append(process.pid)
+                memory, cpu = process.info["memory_info"], process.info["cpu_times"]
+                if memory is not None and cpu is not None:
+                    usage[process.pid] = (memory.rss, cpu.user + cpu.system)
             total = 0
-            for pid in list(self.roots):
-                try:
-                    root = psutil.Process(pid)
-                    total += sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-                except psutil.NoSuchProcess:
-                    continue
+            for name, root in self.roots.items():
+                tree = [root]
+                while tree:
+                    pid = tree.pop()
+                    tree.extend(children.get(pid, ()))
+                    if pid in usage:
+                        total += usage[pid][0]
+                        self.cpu[name][pid] = usage[pid][1]
             self.peak = max(self.peak, total)
             number = self.round_of()
             self.samples.append((time.monotonic() - self.started, number, total))
             self.per_round[number] = max(self.per_round.get(number, 0), total)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
+
+    def cpu_seconds(self) -> dict[str, float]:
+        return {name: sum(per_pid.values()) for name, per_pid in self.cpu.items()}
 
 
 def parse_args(argv):
@@ -115,10 +130,11 @@ def run_services(args, model_dir: Path, options: dict, lora: LoraTrainingConfig,
     processes = {name: subprocess.Popen([sys.executable, "-m", *argv], cwd=REPO, env=env,
                                         stdout=open(logs / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
                  for name, argv in commands.items()}
-    sampler = MemorySampler([broker.pid, *(p.pid for p in processes.values())],
+    sampler = MemorySampler({"kafka": broker.pid, **{name: p.pid for name, p in processes.items()}},
                             lambda: controller_state(settings).get("round", 1))
     sampler.start()
     started = time.monotonic()
+    bench_cpu = psutil.Process().cpu_times()
     try:
         while controller_state(settings).get("round", 1) <= args.rounds:
             for name, process in processes.items():
@@ -130,6 +146,8 @@ def run_services(args, model_dir: Path, options: dict, lora: LoraTrainingConfig,
         minutes = (time.monotonic() - started) / 60
     finally:
         sampler.stop()
+        now = psutil.Process().cpu_times()
+        bench_seconds = now.user + now.system - bench_cpu.user - bench_cpu.system
         for process in processes.values():
             process.terminate()
         for process in processes.values():
@@ -138,12 +156,14 @@ def run_services(args, model_dir: Path, options: dict, lora: LoraTrainingConfig,
             except subprocess.TimeoutExpired:
                 process.kill()
         broker.stop()
+        sampler.join(timeout=5)
     rounds = read_rounds(settings)
     final = max((r["mastered"] for r in rounds), default=0)
     for r in rounds:
         print(f"  services round {r['round']}: target {r['target']} accepted {r['accepted']} mastered {r['mastered']} "
               f"{'promoted' if r['promoted'] else 'rejected'} at {r['minutes']:.1f} min")
-    return minutes, final, {"peak": sampler.peak, "per_round": sampler.per_round, "samples": sampler.samples}
+    return minutes, final, {"peak": sampler.peak, "per_round": sampler.per_round, "samples": sampler.samples,
+                            "cpu": {**sampler.cpu_seconds(), "this script (sampling, polling)": bench_seconds}}
 
 
 def plot_memory(samples: list[tuple[float, int, int]], path: Path) -> None:
@@ -181,22 +201,27 @@ def main(argv: list[str] | None = None) -> str:
     work = Path(tempfile.mkdtemp(prefix="loop-vs-offline-"))
     print(f"model {model_dir}, easy range 1-{easy}, {args.rounds} rounds of {args.problems} problems, work dir {work}")
 
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), psutil.Process().cpu_times()
     offline = run_offline(
         base_model=model_dir, family=family, out_dir=work / "offline",
         config=OfflineConfig(rounds=args.rounds, minutes=args.timeout_min, problems_per_round=args.problems,
                              sampling=SamplingSpec(k=args.k, temperature=args.temperature), agreement=args.agreement,
                              lora=lora, gate=LoopPolicy()),
-        on_round=lambda r: print(f"  offline round {r.round}: target {r.difficulty} kept {r.kept} mastered {r.mastered}",
-                                 flush=True),
+        on_round=lambda r: print(f"  offline round {r.round}: target {r.difficulty} kept {r.kept} mastered {r.mastered} "
+                                 f"(min: {r.minutes})", flush=True),
     )
     t_offline = (time.monotonic() - started) / 60
+    cpu_after = psutil.Process().cpu_times()
+    offline_cpu = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
+    print(f"offline: {offline_cpu:.0f} cpu seconds in {t_offline * 60:.0f} s wall")
     f_offline = max(r.mastered for r in offline)
 
     t_services, f_services, memory = run_services(args, model_dir, options, lora, work)
     gib = 1024**3
     per_round = ", ".join(f"round {k}: {v / gib:.2f}" for k, v in sorted(memory["per_round"].items()))
     print(f"memory: peak {memory['peak'] / gib:.2f} GiB for the whole stack (Kafka JVM included); per round GiB: {per_round}")
+    cpu = ", ".join(f"{name} {seconds:.0f}" for name, seconds in sorted(memory["cpu"].items(), key=lambda x: -x[1]))
+    print(f"cpu seconds per service over the run: {cpu} (wall {t_services * 60:.0f} s on {os.cpu_count()} cores)")
     plot_memory(memory["samples"], work / "memory.png")
     print(f"plot: {work / 'memory.png'}")
     line = (f"loop: {t_services:.1f} min vs {t_offline:.1f} min offline ({t_services / t_offline:.2f}x), "
