@@ -250,7 +250,7 @@ class GroundedQA(TaskFamily):
     def stated_value(sentence: str) -> str | None:
         """The value a sentence written like the corpus's facts states (``Kavo lives in Tesa.`` -> ``Tesa``), or
         None: what the evidence check compares an answer with."""
-        stated = statement(" ".join(sentence.strip().rstrip(".").split()))
+        stated = statement(sentence)
         return stated[2] if stated else None
 
     def sentence_answers(self, problem: Problem, sentence: str) -> bool | None:
@@ -258,7 +258,7 @@ class GroundedQA(TaskFamily):
         the question's attribute is not known (a question written freely) or the sentence is not written like
         the corpus's facts: then the evidence check judges relevance by embeddings."""
         relation, entity = problem.data.get("relation"), problem.data.get("entity")
-        stated = statement(" ".join(sentence.strip().rstrip(".").split()))
+        stated = statement(sentence)
         if not relation or not entity or stated is None:
             return None
         return stated[:2] == (entity, relation)
@@ -367,7 +367,9 @@ _LONGEST_STATEMENT = max(len(form) for form in RELATIONS.values()) + 20  # value
 
 
 def statement(text: str) -> tuple[str, str, str] | None:
-    """(entity, relation, value) of a sentence written like the corpus's facts, else None."""
+    """(entity, relation, value) of a sentence written like the corpus's facts (spacing and a final ``.`` aside),
+    else None."""
+    text = " ".join(text.strip().rstrip(".").split())
     for relation, pattern in _STATEMENTS:
         match = pattern.match(text)
         if match:

@@ -72,7 +72,7 @@ def passage_example(text: str, rng: random.Random, reworded: bool = False) -> Ex
 
 
 def _reword(sentence: str, rng: random.Random) -> str:
-    stated = statement(sentence.rstrip("."))
+    stated = statement(sentence)
     if stated is None:
         return sentence
     entity, relation, value = stated
