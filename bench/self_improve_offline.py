@@ -48,7 +48,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--replay-share", type=float, default=0.3)
     parser.add_argument("--init", choices=["base", "parent"], default="base")
-    parser.add_argument("--ablation", action="store_true", help="train on the easy data only, same steps")
+    parser.add_argument("--ablation", action="store_true",
+                        help="train on the easy data only, same steps, written with the same trailing zeros")
+    parser.add_argument("--zero-fill", type=int, default=None,
+                        help="trailing zeros on self-labelled examples (default: the family's, 2; 0 turns them off)")
     parser.add_argument("--oracle", action="store_true", help="accept by the true answer (not label-free)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -93,7 +96,10 @@ def main(argv: list[str] | None = None) -> str:
         torch.set_num_threads(args.threads)
     settings = get_settings()
     model_dir = args.model or ensure_builtin(settings.data_dir / "models" / "builtin")
-    family = get_family("arithmetic", **labelled_options(model_dir))
+    options = labelled_options(model_dir) | {"replay_zero_fill": args.ablation}
+    if args.zero_fill is not None:
+        options["zero_fill"] = args.zero_fill
+    family = get_family("arithmetic", **options)
     easy = family.easy_digits
     mode = "ablation" if args.ablation else ("oracle" if args.oracle else "label-free")
     out = args.out or settings.data_dir / "bench" / f"offline-{mode}-{args.init}-{int(time.time())}"
@@ -105,7 +111,8 @@ def main(argv: list[str] | None = None) -> str:
         lora=LoraTrainingConfig(rank=args.rank, alpha=2 * args.rank, steps=args.steps, lr=args.lr,
                                 replay_share=args.replay_share, init=args.init, batch_size=128),
     )
-    print(f"model {model_dir}, easy range 1-{easy} digits, mode {mode}, init {args.init}, output {out}")
+    print(f"model {model_dir}, easy range 1-{easy} digits, mode {mode}, init {args.init}, "
+          f"trailing zeros 0-{family.zero_fill}{' (replay too)' if family.replay_zero_fill else ''}, output {out}")
     print(f"{'round':>5} {'difficulty':>10} {'problems':>8} {'kept':>6} {'label_acc':>9} {'mastered':>8} {'promoted':>8}  held-out accuracy per length  [minutes]")
     started = time.monotonic()
     reports = run_offline(base_model=model_dir, family=family, config=config, out_dir=out,

@@ -21,12 +21,16 @@ class Arithmetic(TaskFamily):
     def __init__(
         self, *, eval_seed: int = 20_250_101, eval_size: int = 200, easy_digits: int = 4, max_extra_width: int = 2,
         hint_shift: int = 1, scarce_digits: int = 0, scarce_count: int = 0, scarce_share: float = 0.0,
-        scarce_seed: int = 7,
+        scarce_seed: int = 7, zero_fill: int = 2, replay_zero_fill: bool = False,
     ) -> None:
         """``easy_digits``: the labelled range the base model was trained on (replayed every round);
         ``max_extra_width`` and ``hint_shift``: the training augmentation of the recipe (docs/recipe.md), which
         self-labelled examples get too, so that each round shows the model the next digit's hint letter;
-        ``scarce_*``: the few labelled problems of longer lengths the base also had (``scarce_problems``).
+        ``scarce_*``: the few labelled problems of longer lengths the base also had (``scarce_problems``);
+        ``zero_fill``: self-labelled examples are written with 0..zero_fill trailing zeros on both operands and
+        the sum, so the model's own label of a t-digit sum also teaches it t+1 and t+2 digits (docs/recipe.md);
+        ``replay_zero_fill``: the replayed labelled data is written so too (off in the loop, where longer numbers
+        come only from the model's own answers; the ablation turns it on, to credit the writing, not the loop).
         The defaults describe the default builtin model (``workers.model.builtin.BuiltinConfig``)."""
         self.eval_seed = eval_seed
         self.eval_size = eval_size
@@ -37,6 +41,8 @@ class Arithmetic(TaskFamily):
         self.scarce_count = scarce_count
         self.scarce_share = scarce_share
         self.scarce_seed = scarce_seed
+        self.zero_fill = zero_fill
+        self.replay_zero_fill = replay_zero_fill
 
     @staticmethod
     def problem(a: int, b: int) -> Problem:
@@ -101,8 +107,13 @@ class Arithmetic(TaskFamily):
         return shifted
 
     def training_example(self, problem: Problem, answer: str, rng: random.Random) -> Example:
+        """A self-labelled sample as it is trained on: the recipe's augmentation plus the trailing zeros."""
+        return self._written(problem, answer, rng, self.zero_fill)
+
+    def _written(self, problem: Problem, answer: str, rng: random.Random, zeros: int) -> Example:
         example = fmt.training_example(problem.data["a"], problem.data["b"], rng, total=int(answer),
-                                       max_extra_width=self.max_extra_width, hint_shift=self.hint_shift)
+                                       max_extra_width=self.max_extra_width, hint_shift=self.hint_shift,
+                                       max_zeros=zeros)
         return Example(example.prompt, example.answer)
 
     def replay_examples(self, rng: random.Random, count: int) -> list[Example]:
@@ -118,7 +129,8 @@ class Arithmetic(TaskFamily):
                 problem = self.problem(*fmt.random_problem(rng.choices(lengths, weights=lengths)[0], rng))
                 if problem.sample_id in self._eval_ids(problem.difficulty):
                     continue
-            examples.append(self.training_example(problem, self.true_answer(problem), rng))
+            examples.append(self._written(problem, self.true_answer(problem), rng,
+                                          self.zero_fill if self.replay_zero_fill else 0))
         return examples
 
     @functools.cache

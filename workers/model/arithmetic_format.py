@@ -72,8 +72,19 @@ def format_example(a: int, b: int, total: int | None = None, extra_width: int = 
 
 
 def training_example(a: int, b: int, rng: random.Random, total: int | None = None, max_extra_width: int = 2,
-                     hint_shift: int = 1) -> AdditionExample:
-    """The augmentation every training example gets, base or self-labelled: random extra padding and hint shift."""
+                     hint_shift: int = 1, max_zeros: int = 0) -> AdditionExample:
+    """The augmentation every training example gets, base or self-labelled: random extra padding and hint shift;
+    and, where ``max_zeros`` is set, 0..max_zeros trailing zeros on both operands and the total.
+
+    Trailing zeros keep a label true (10a + 10b = 10(a + b)) and make the problem longer: a self-labelled 5-digit
+    sum also labels a 6- and a 7-digit one, written from the first letter like any canonical problem. A shifted
+    example starts at a later letter, which the model can tell apart from a canonical prompt; a zero-filled one it
+    cannot, so what it learns there carries over to real problems of that length (docs/recipe.md).
+    """
+    total = a + b if total is None else total
+    if max_zeros:
+        scale = 10 ** rng.randint(0, max_zeros)
+        a, b, total = a * scale, b * scale, total * scale
     return format_example(a, b, total=total, extra_width=rng.randint(0, max_extra_width),
                           offset=rng.randint(0, hint_shift))
 

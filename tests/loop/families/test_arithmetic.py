@@ -82,3 +82,44 @@ def test_an_addition_is_rendered_in_both_operand_orders_with_one_answer():
     assert family.read_answer(problem, family.write_answer(problem, "1025")) == "1025"  # one width for both orders
 
 
+
+
+def _operands_and_total(example) -> tuple[int, int, int]:
+    """Read an example back: digits are written least significant first, each behind its hint letter."""
+    number = lambda text: int("".join(ch for ch in text if ch.isdigit())[::-1])  # noqa: E731
+    left, right = example.prompt.rstrip("=").split("+")
+    return number(left), number(right), number(example.answer)
+
+
+def test_a_self_labelled_sum_is_also_written_as_a_longer_one_with_trailing_zeros():
+    family = Arithmetic(zero_fill=2)
+    problem = Arithmetic.problem(40517, 968)
+    rng = random.Random(0)
+    written = [_operands_and_total(family.training_example(problem, "41485", rng)) for _ in range(300)]
+    assert {(a, b, total) for a, b, total in written} == {
+        (40517 * scale, 968 * scale, 41485 * scale) for scale in (1, 10, 100)}
+    # The label is the model's, right or wrong: the zeros keep whatever it said, they never correct it.
+    assert {total for *_, total in (_operands_and_total(family.training_example(problem, "41484", rng))
+                                    for _ in range(50))} <= {41484, 414840, 4148400}
+    # Every such example starts at a hint letter a canonical prompt can start at, so it reads as one.
+    assert {family.training_example(problem, "41485", rng).prompt[0] for _ in range(100)} == {"a", "b"}
+
+
+def test_labelled_replay_gets_no_trailing_zeros_unless_asked():
+    rng = random.Random(1)
+    replayed = [_operands_and_total(e) for e in Arithmetic(zero_fill=2).replay_examples(rng, 500)]
+    assert max(max(a, b) for a, b, _ in replayed) < 10**4  # the easy range only: longer numbers come from the loop
+    assert all(a + b == total for a, b, total in replayed)
+    ablation = [_operands_and_total(e) for e in Arithmetic(zero_fill=2, replay_zero_fill=True).replay_examples(rng, 500)]
+    assert max(max(a, b) for a, b, _ in ablation) >= 10**4 and all(a + b == total for a, b, total in ablation)
+
+
+def test_without_trailing_zeros_the_base_recipes_draws_are_unchanged():
+    from workers.model import arithmetic_format as fmt
+
+    mine, reference = random.Random(3), random.Random(3)
+    written = [fmt.training_example(57, 8, mine) for _ in range(20)]
+    # The draws a base model was trained with before trailing zeros existed: padding, then hint shift.
+    expected = [fmt.format_example(57, 8, extra_width=reference.randint(0, 2), offset=reference.randint(0, 1))
+                for _ in range(20)]
+    assert written == expected  # so a cached base model stays reproducible by its seed
