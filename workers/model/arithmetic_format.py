@@ -106,19 +106,21 @@ def renderings(a: int, b: int, extra_widths: int = 1, shifts: int = 0) -> list[t
     return out
 
 
-_HINTED_DIGIT = re.compile(r"([A-Za-z])(\d)")
+_HINTED_DIGIT = re.compile(r"(\D)(\d)")
 
 
-def parse_answer(completion: str, width: int, offset: int = 0) -> int | None:
+def parse_answer(completion: str, width: int) -> int | None:
     """The number written in a completion, or None when it breaks the format.
 
-    This is the label-free length/format filter: exactly `width` digits, each behind the right letter in order.
+    This is the label-free length/format filter: exactly `width` digits, each behind one hint character. Which
+    character is not checked: the letters are fixed by the format and say nothing about the sum. A model writes the
+    letter of a slot it has rarely filled (the carry slot of a length it has just learnt) with doubt, and a sampled
+    answer with `J0` where `i0` belongs states the same sum as the greedy one; counting it malformed made the vote
+    fail on letters while every digit agreed (docs/recipe.md).
     """
     text = completion.strip()
     pairs = _HINTED_DIGIT.findall(text)
     if len(pairs) != width or "".join(h + d for h, d in pairs) != text:
-        return None
-    if any(hint != HINTS[offset + i] for i, (hint, _) in enumerate(pairs)):
         return None
     return int("".join(digit for _, digit in pairs)[::-1])
 

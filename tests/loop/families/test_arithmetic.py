@@ -123,3 +123,14 @@ def test_without_trailing_zeros_the_base_recipes_draws_are_unchanged():
     expected = [fmt.format_example(57, 8, extra_width=reference.randint(0, 2), offset=reference.randint(0, 1))
                 for _ in range(20)]
     assert written == expected  # so a cached base model stays reproducible by its seed
+
+
+def test_an_answer_is_read_from_its_digits_whatever_letter_holds_a_place():
+    family = get_family("arithmetic")
+    problem = Arithmetic.problem(56993, 93604450)  # width 9: the carry slot is the ninth letter, i
+    assert family.read_answer(problem, "a3b4c4d1e6f6g3h9i0") == "93661443"
+    assert family.read_answer(problem, "a3b4c4d1e6f6g3h9J0") == "93661443"  # a doubtful letter, the same sum
+    assert family.read_answer(problem, "a3b4c4d1e6f6g3h9 0") == "93661443"
+    assert family.read_answer(problem, "a3b4c4d1e6f6g3h9") is None  # a digit short: the length filter
+    assert family.read_answer(problem, "a3b4c4d1e6f6g3h9i0j0") is None  # a digit long
+    assert family.read_answer(problem, "a3b4c4d1e6f6g3h90") is None  # a digit without its place
