@@ -112,6 +112,7 @@ def run_services(args, model_dir: Path, options: dict, lora: LoraTrainingConfig,
     policy = LoopPolicy(
         problems_per_round=args.problems, request_size=min(250, args.problems), retrain_after_verified=args.problems,
         k=args.k, temperature=args.temperature, agreement=args.agreement, eval_margin=2,
+        jump_to_solved=True,  # the offline loop's curriculum: one past whatever is mastered
         base_eval_up_to=get_family("arithmetic", **options).easy_digits + 2, family_options=options,
         lora=lora.model_dump(),
     )
