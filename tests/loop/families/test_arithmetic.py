@@ -6,6 +6,13 @@ from loop.families import get_family, known_families
 from loop.families.arithmetic import Arithmetic
 
 
+def _operands_and_total(example) -> tuple[int, int, int]:
+    """Read an example back: digits are written least significant first, each behind its hint letter."""
+    number = lambda text: int("".join(ch for ch in text if ch.isdigit())[::-1])  # noqa: E731
+    left, right = example.prompt.rstrip("=").split("+")
+    return number(left), number(right), number(example.answer)
+
+
 def test_unknown_family_names_the_known_ones():
     with pytest.raises(KeyError, match="unknown task family 'algebra'; known: .*arithmetic"):
         get_family("algebra")
@@ -66,10 +73,7 @@ def test_a_weak_base_gets_a_few_fixed_labelled_problems_past_the_easy_range():
         easy_digits=3, scarce_digits=6, scarce_count=5).scarce_problems()]  # fixed by the seed
     assert not {p.sample_id for p in scarce} & set().union(*(family.eval_ids([d]) for d in (4, 5, 6)))
     replayed = family.replay_examples(random.Random(0), 1000)
-    def longer_operand(prompt: str) -> int:  # digits are written least significant first, behind hint letters
-        return max(int("".join(ch for ch in side if ch.isdigit())[::-1]) for side in prompt.rstrip("=").split("+"))
-
-    long = [e for e in replayed if longer_operand(e.prompt) >= 1000]
+    long = [e for e in replayed if max(_operands_and_total(e)[:2]) >= 1000]
     assert 400 < len(long) < 600  # about half the replay, as scarce_share says
     assert not Arithmetic(easy_digits=3, scarce_digits=0).scarce_problems()
 
@@ -80,15 +84,6 @@ def test_an_addition_is_rendered_in_both_operand_orders_with_one_answer():
     first, second = family.renderings(problem)
     assert first == family.prompt(problem) and second.startswith("a8b6c0d0+a7b5c9")
     assert family.read_answer(problem, family.write_answer(problem, "1025")) == "1025"  # one width for both orders
-
-
-
-
-def _operands_and_total(example) -> tuple[int, int, int]:
-    """Read an example back: digits are written least significant first, each behind its hint letter."""
-    number = lambda text: int("".join(ch for ch in text if ch.isdigit())[::-1])  # noqa: E731
-    left, right = example.prompt.rstrip("=").split("+")
-    return number(left), number(right), number(example.answer)
 
 
 def test_a_self_labelled_sum_is_also_written_as_a_longer_one_with_trailing_zeros():
