@@ -1,7 +1,7 @@
 """The same rounds through the services and through the offline loop, in one run.
 
-    python bench/loop_vs_offline.py                     # builtin model, 4 rounds each
-    python bench/loop_vs_offline.py --rounds 6 --problems 1000 --steps 300
+    python bench/loop_vs_offline.py                     # builtin model, 4 rounds each, the recipe's settings
+    python bench/loop_vs_offline.py --rounds 2 --problems 1000 --steps 300
 
 The services run as separate processes on a Kafka broker this script starts (store writer, Celery
 worker, generator, verifier, controller); the controller trains once every candidate of a round is
@@ -91,11 +91,11 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--problems", type=int, default=1000)
+    parser.add_argument("--problems", type=int, default=4000)
     parser.add_argument("--k", type=int, default=6)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--agreement", type=float, default=1.0)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--replay-share", type=float, default=0.3)

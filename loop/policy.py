@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.messages import EvalScore
 
 
+# The measured recipe of docs/recipe.md (bench/self_improve_offline.py's defaults): 600 steps of 128 examples, 30%
+# of them replayed labelled data.
+RECIPE_LORA = {"steps": 600, "batch_size": 128, "replay_share": 0.3}
+
+
 class LoopPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -18,14 +23,16 @@ class LoopPolicy(BaseModel):
     min_difficulty: int = Field(default=1, ge=1, description="The curriculum starts no lower than this.")
     mastery: float = Field(default=0.95, gt=0, le=1, description="Held-out accuracy at which a difficulty is mastered.")
     jump_to_solved: bool = Field(
-        default=False, description="Faster schedule: jump past every difficulty already mastered, not one at a time."
+        default=True,
+        description="Jump past every difficulty already mastered (a round can master two); False: one at a time.",
     )
     retrain_after: int = Field(default=800, ge=1, description="Newly accepted samples that trigger a training job.")
     retrain_after_verified: int | None = Field(
-        default=None, ge=1,
-        description="Instead: train once this many of the round's candidates are verified (the offline loop's rounds).",
+        default=4000, ge=1,
+        description="Train once this many of the round's candidates are verified (the offline loop's rounds); "
+        "None: train on retrain_after newly accepted samples instead.",
     )
-    problems_per_round: int = Field(default=2000, ge=1, description="Most problems requested per round.")
+    problems_per_round: int = Field(default=4000, ge=1, description="Most problems requested per round.")
     request_size: int = Field(default=250, ge=1, le=100_000, description="Problems per GenerateRequest.")
     max_outstanding_requests: int = Field(default=2, ge=1, description="Requests waiting for a generator at once.")
     eval_margin: int = Field(default=2, ge=0, description="Evaluate this many difficulties past the round's target.")
@@ -42,7 +49,10 @@ class LoopPolicy(BaseModel):
         default=1.0, gt=0, le=1,
         description="Self-consistency threshold of the verifiers (1.0: all k answers agree; docs/recipe.md).",
     )
-    lora: dict = Field(default_factory=dict, description="Overrides of the trainer's LoraTrainingConfig.")
+    lora: dict = Field(
+        default_factory=lambda: dict(RECIPE_LORA),
+        description="Overrides of the trainer's LoraTrainingConfig (default: the arithmetic recipe, docs/recipe.md).",
+    )
     family_options: dict = Field(default_factory=dict, description="Options of the task family (easy_digits ...).")
     retry_after_s: float = Field(default=60.0, ge=0, description="Wait before retrying a training job that failed.")
     max_staleness: int | None = Field(default=None, ge=0, description="Oldest samples trained on, in adapter versions.")

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 # Greedy answers (temperature 0) always agree, so the tiny model's well-formed answers are accepted:
 # this test is about the plumbing, not about learning.
 FAST_POLICY = dict(
-    min_difficulty=2, target_difficulty=2, retrain_after=25, problems_per_round=120, request_size=40, k=2, temperature=0.0,
+    min_difficulty=2, target_difficulty=2, retrain_after=25, retrain_after_verified=None, problems_per_round=120, request_size=40, k=2, temperature=0.0,
     agreement=0.5, eval_margin=0, base_eval_up_to=2, family_options={"easy_digits": 2, "scarce_digits": 0},
     lora={"steps": 6, "batch_size": 16, "rank": 4, "alpha": 8, "warmup_steps": 0, "checkpoint_every": 100},
 )

@@ -30,16 +30,18 @@ def test_no_gain_is_rejected_and_frontier_gain_is_promoted():
     assert promotion_gate(scores(1, 1, 0.3), scores(1, 1, 0.6), POLICY).promote
 
 
-def test_curriculum_one_step_at_a_time_or_jumping():
-    assert next_difficulty(4, 4, POLICY) == 5
+def test_curriculum_jumps_past_what_is_solved_or_steps_one_at_a_time():
+    assert next_difficulty(4, 7, POLICY) == 8
     assert next_difficulty(4, 3, POLICY) == 4  # not mastered yet: stay
-    assert next_difficulty(4, 7, POLICY) == 5
-    assert next_difficulty(4, 7, LoopPolicy(jump_to_solved=True)) == 8
-    assert next_difficulty(4, 7, LoopPolicy(jump_to_solved=True, target_difficulty=6)) == 6
+    assert next_difficulty(4, 7, LoopPolicy(target_difficulty=6)) == 6
+    stepwise = LoopPolicy(jump_to_solved=False)
+    assert next_difficulty(4, 4, stepwise) == 5
+    assert next_difficulty(4, 3, stepwise) == 4
+    assert next_difficulty(4, 7, stepwise) == 5
 
 
 def test_a_round_trains_on_what_it_accepted_once_its_problems_are_done_and_never_stalls():
-    policy = LoopPolicy(retrain_after=800, problems_per_round=2000)
+    policy = LoopPolicy(retrain_after=800, retrain_after_verified=None, problems_per_round=2000)
     asked = []
 
     def drained(value):
