@@ -72,6 +72,11 @@ def mastered(scores: Iterable[EvalScore], threshold: float = 0.95) -> int:
     return mastered_length({s.difficulty: s.accuracy for s in scores}, threshold)
 
 
+# Accuracies are shares of a suite, and their differences carry float rounding (1.0 - 0.98 = 0.020000000000000018):
+# a drop of exactly the tolerance, or a gain of exactly the minimum, must count as within it.
+_ROUNDING = 1e-9
+
+
 @dataclass(frozen=True)
 class GateDecision:
     promote: bool
@@ -90,13 +95,13 @@ def promotion_gate(
     after = {s.difficulty: s.accuracy for s in candidate}
     for difficulty in range(1, old + 1):
         drop = before.get(difficulty, 0.0) - after.get(difficulty, 0.0)
-        if drop > policy.regression_tolerance:
+        if drop > policy.regression_tolerance + _ROUNDING:
             return GateDecision(False, f"regression of {drop:.3f} at mastered difficulty {difficulty}")
     if new > old:
         return GateDecision(True, f"masters {new} digits, up from {old}")
     frontier = old + 1
     gain = after.get(frontier, 0.0) - before.get(frontier, 0.0)
-    if gain >= policy.min_gain:
+    if gain >= policy.min_gain - _ROUNDING:
         return GateDecision(True, f"accuracy at {frontier} up by {gain:.3f}")
     return GateDecision(False, f"no gain: masters {new} (current {old}), accuracy at {frontier} changes by {gain:+.3f}")
 

@@ -25,6 +25,14 @@ def test_a_regression_on_a_mastered_difficulty_is_rejected_even_with_gains():
     assert not decision.promote and "regression of 0.100 at mastered difficulty 2" in decision.reason
 
 
+def test_a_drop_of_exactly_the_tolerance_and_a_gain_of_exactly_the_minimum_pass():
+    # 1.0 - 0.98 is 0.020000000000000018 in floats: the gate must not read it as more than 0.02.
+    decision = promotion_gate(scores(1, 1, 0.3), scores(1, 0.98, 0.97), POLICY)
+    assert decision.promote and "masters 3" in decision.reason
+    assert promotion_gate(scores(1, 1, 0.1), scores(1, 1, 0.11), LoopPolicy(min_gain=0.01)).promote  # 0.0099999...
+    assert not promotion_gate(scores(1, 1, 0.3), scores(1, 0.97, 0.99), POLICY).promote
+
+
 def test_no_gain_is_rejected_and_frontier_gain_is_promoted():
     assert not promotion_gate(scores(1, 1, 0.3), scores(1, 1, 0.3), POLICY).promote
     assert promotion_gate(scores(1, 1, 0.3), scores(1, 1, 0.6), POLICY).promote
