@@ -31,7 +31,7 @@ import psutil  # noqa: E402
 
 from loop.families import get_family  # noqa: E402
 from loop.offline import OfflineConfig, run_offline  # noqa: E402
-from loop.policy import LoopPolicy  # noqa: E402
+from loop.policy import RECIPE_LORA, RECIPE_PROBLEMS, LoopPolicy  # noqa: E402
 from loop.status import controller_state, read_rounds  # noqa: E402
 from services.bus import create_topics  # noqa: E402
 from services.kafka.launcher import KafkaBroker  # noqa: E402
@@ -91,14 +91,14 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--problems", type=int, default=4000)
+    parser.add_argument("--problems", type=int, default=RECIPE_PROBLEMS)
     parser.add_argument("--k", type=int, default=6)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--agreement", type=float, default=1.0)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=RECIPE_LORA["steps"])
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--replay-share", type=float, default=0.3)
+    parser.add_argument("--replay-share", type=float, default=RECIPE_LORA["replay_share"])
     parser.add_argument("--timeout-min", type=float, default=120)
     return parser.parse_args(argv)
 
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> str:
     family = get_family("arithmetic", **options)
     easy = family.easy_digits
     lora = LoraTrainingConfig(rank=args.rank, alpha=2 * args.rank, steps=args.steps, lr=args.lr,
-                              replay_share=args.replay_share, batch_size=128)
+                              replay_share=args.replay_share, batch_size=RECIPE_LORA["batch_size"])
     work = Path(tempfile.mkdtemp(prefix="loop-vs-offline-"))
     print(f"model {model_dir}, easy range 1-{easy}, {args.rounds} rounds of {args.problems} problems, work dir {work}")
 

@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 from loop.families import get_family  # noqa: E402
 from loop.offline import OfflineConfig, RoundReport, run_offline  # noqa: E402
+from loop.policy import RECIPE_LORA, RECIPE_PROBLEMS  # noqa: E402
 from services.settings import get_settings  # noqa: E402
 from workers.generator import SamplingSpec  # noqa: E402
 from workers.model.builtin import labelled_options  # noqa: E402
@@ -39,14 +40,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="where adapters, the table and the plot go")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--minutes", type=float, default=30.0, help="budget for the rounds (bootstrap not counted)")
-    parser.add_argument("--problems", type=int, default=4000, help="problems generated per round")
+    parser.add_argument("--problems", type=int, default=RECIPE_PROBLEMS, help="problems generated per round")
     parser.add_argument("--k", type=int, default=6, help="answers per problem (the first greedy)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--agreement", type=float, default=1.0, help="self-consistency threshold")
-    parser.add_argument("--steps", type=int, default=600, help="LoRA steps per round")
+    parser.add_argument("--steps", type=int, default=RECIPE_LORA["steps"], help="LoRA steps per round")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--replay-share", type=float, default=0.3)
+    parser.add_argument("--replay-share", type=float, default=RECIPE_LORA["replay_share"])
     parser.add_argument("--init", choices=["base", "parent"], default="base")
     parser.add_argument("--ablation", action="store_true",
                         help="train on the easy data only, same steps, written with the same trailing zeros")
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> str:
         sampling=SamplingSpec(k=args.k, temperature=args.temperature, max_new_tokens=64),
         agreement=args.agreement, oracle=args.oracle, ablation=args.ablation, seed=args.seed,
         lora=LoraTrainingConfig(rank=args.rank, alpha=2 * args.rank, steps=args.steps, lr=args.lr,
-                                replay_share=args.replay_share, init=args.init, batch_size=128),
+                                replay_share=args.replay_share, init=args.init, batch_size=RECIPE_LORA["batch_size"]),
     )
     print(f"model {model_dir}, easy range 1-{easy} digits, mode {mode}, init {args.init}, "
           f"trailing zeros 0-{family.zero_fill}{' (replay too)' if family.replay_zero_fill else ''}, output {out}")

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.messages import EvalScore
 
 
-# The measured recipe of docs/recipe.md (bench/self_improve_offline.py's defaults): 600 steps of 128 examples, 30%
-# of them replayed labelled data.
+# The measured recipe of docs/recipe.md (also the defaults of bench/self_improve_offline.py and
+# bench/loop_vs_offline.py): rounds of 4,000 problems; adapters of 600 steps of 128 examples, 30% of them replayed
+# labelled data.
+RECIPE_PROBLEMS = 4000
 RECIPE_LORA = {"steps": 600, "batch_size": 128, "replay_share": 0.3}
 
 
@@ -28,11 +30,11 @@ class LoopPolicy(BaseModel):
     )
     retrain_after: int = Field(default=800, ge=1, description="Newly accepted samples that trigger a training job.")
     retrain_after_verified: int | None = Field(
-        default=4000, ge=1,
-        description="Train once this many of the round's candidates are verified (the offline loop's rounds); "
-        "None: train on retrain_after newly accepted samples instead.",
+        default=None, ge=1,
+        description="Train once this many of the round's candidates are verified (the offline loop's rounds); unset: "
+        "problems_per_round, a whole round; None: train on retrain_after newly accepted samples instead.",
     )
-    problems_per_round: int = Field(default=4000, ge=1, description="Most problems requested per round.")
+    problems_per_round: int = Field(default=RECIPE_PROBLEMS, ge=1, description="Most problems requested per round.")
     request_size: int = Field(default=250, ge=1, le=100_000, description="Problems per GenerateRequest.")
     max_outstanding_requests: int = Field(default=2, ge=1, description="Requests waiting for a generator at once.")
     eval_margin: int = Field(default=2, ge=0, description="Evaluate this many difficulties past the round's target.")
@@ -56,6 +58,13 @@ class LoopPolicy(BaseModel):
     family_options: dict = Field(default_factory=dict, description="Options of the task family (easy_digits ...).")
     retry_after_s: float = Field(default=60.0, ge=0, description="Wait before retrying a training job that failed.")
     max_staleness: int | None = Field(default=None, ge=0, description="Oldest samples trained on, in adapter versions.")
+
+    @model_validator(mode="after")
+    def _a_round_by_default(self) -> LoopPolicy:
+        """Unless told otherwise, a round trains once all of its problems are verified."""
+        if "retrain_after_verified" not in self.model_fields_set:
+            self.retrain_after_verified = self.problems_per_round
+        return self
 
 
 def mastered_length(accuracy: Mapping[int, float], threshold: float = 0.95) -> int:

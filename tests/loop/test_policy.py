@@ -69,3 +69,9 @@ def test_a_round_trains_on_what_it_accepted_once_its_problems_are_done_and_never
     assert round_step(per_round, accepted=0, verified=1000, requested=1000, drained=drained(False)) == "train"
     assert round_step(per_round, accepted=0, verified=940, requested=1000, drained=drained(True)) == "train"
     assert round_step(per_round, accepted=0, verified=0, requested=1000, drained=drained(True)) == "wait"
+
+
+def test_by_default_a_round_trains_once_all_of_its_problems_are_verified():
+    assert LoopPolicy(problems_per_round=300).retrain_after_verified == 300
+    assert LoopPolicy(problems_per_round=300, retrain_after_verified=100).retrain_after_verified == 100
+    assert LoopPolicy(retrain_after_verified=None).retrain_after_verified is None  # the trigger on accepted samples
