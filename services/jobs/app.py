@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from services.settings import Settings, get_settings
+from services.sqlite_wal import enable_wal
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _prepare_sqlite_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
     try:
-        connection.execute("PRAGMA journal_mode=WAL")
+        enable_wal(connection, SQLITE_BUSY_TIMEOUT_S)
     finally:
         connection.close()
 

@@ -23,6 +23,7 @@ from sqlmodel import Session, SQLModel
 
 import schemas.tables  # noqa: F401 - registers every table on SQLModel.metadata
 from services.settings import Settings
+from services.sqlite_wal import enable_wal
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
         # WAL: readers and the writer do not block each other; NORMAL: durable at checkpoints, safe against
         # corruption, and a commit costs no fsync (a crash can lose the last commits only on power loss, and
         # the offsets committed after them are then re-read: nothing is lost for the loop).
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        enable_wal(dbapi_connection, SQLITE_BUSY_TIMEOUT_MS / 1000)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:

@@ -29,7 +29,8 @@ from schemas.messages import Candidate, Verdict
 from services.bus.consumer import Event, EventConsumer
 from services.jobs import JobContext, job_task
 from services.settings import Settings, get_settings
-from workers.verifier.memory import Memory, RetrievalSettings, index_name
+from services.sqlite_wal import enable_wal
+from workers.verifier.memory import SQLITE_TIMEOUT_S, Memory, RetrievalSettings, index_name
 from workers.verifier.retrieval_checks import sync_reference_indexes
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,8 @@ class PendingSamples:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        enable_wal(self._db, SQLITE_TIMEOUT_S)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS pending (sample_id TEXT PRIMARY KEY, family TEXT, text TEXT, "

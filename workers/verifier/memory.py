@@ -53,6 +53,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.sqlite_wal import enable_wal
+
 log = logging.getLogger(__name__)
 
 IndexKind = Literal["accepted", "eval", "corpus"]
@@ -238,7 +240,7 @@ class VectorIndex:
         self._db = sqlite3.connect(
             self.directory / "items.sqlite", timeout=SQLITE_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._db, SQLITE_TIMEOUT_S)
         self._db.execute("PRAGMA synchronous=FULL")  # a write is on disk before the caller commits its offsets
         self._init_schema(model)
         self._index: faiss.Index | None = None
