@@ -14,10 +14,8 @@ second and reported per round, to show whether it grows. Ends with one line:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +31,8 @@ from loop.families import get_family  # noqa: E402
 from loop.offline import OfflineConfig, run_offline  # noqa: E402
 from loop.policy import RECIPE_LORA, RECIPE_PROBLEMS, LoopPolicy  # noqa: E402
 from loop.status import controller_state, read_rounds  # noqa: E402
+from loop.supervisor import Supervisor  # noqa: E402
+from loop.up import YIELD_TO_JOBS, add_loop_services  # noqa: E402
 from services.bus import create_topics  # noqa: E402
 from services.kafka.launcher import KafkaBroker  # noqa: E402
 from services.settings import Settings, get_settings  # noqa: E402
@@ -104,7 +104,7 @@ def parse_args(argv):
 
 
 def run_services(args, model_dir: Path, options: dict, lora: LoraTrainingConfig, work: Path) -> tuple[float, int, dict]:
-    broker = KafkaBroker(work / "kafka")
+    broker = KafkaBroker(work / "kafka", nice=YIELD_TO_JOBS)
     broker.start()
     settings = Settings(data_dir=work / "services", kafka_bootstrap=broker.bootstrap, model_dir=model_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -116,21 +116,14 @@ def run_services(args, model_dir: Path, options: dict, lora: LoraTrainingConfig,
         base_eval_up_to=get_family("arithmetic", **options).easy_digits + 2, family_options=options,
         lora=lora.model_dump(),
     )
-    (settings.data_dir / "policy.json").write_text(policy.model_dump_json())
-    env = {**os.environ, "LOOP_DATA_DIR": str(settings.data_dir), "LOOP_KAFKA_BOOTSTRAP": broker.bootstrap,
-           "LOOP_MODEL_DIR": str(model_dir)}
-    logs = settings.data_dir / "logs"
-    logs.mkdir(exist_ok=True)
-    commands = {
-        "store-writer": ["services.store"],
-        "jobs-worker": ["services.jobs", "worker", "--queues", "train,eval,default"],
-        "verifier": ["workers.verifier", "--agreement", str(args.agreement)],
-        "generator": ["workers.generator"],
-        "controller": ["loop.controller", "--policy", str(settings.data_dir / "policy.json")],
-    }
-    processes = {name: subprocess.Popen([sys.executable, "-m", *argv], cwd=REPO, env=env,
-                                        stdout=open(logs / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
-                 for name, argv in commands.items()}
+    policy_file = settings.data_dir / "policy.json"
+    policy_file.write_text(policy.model_dump_json())
+    supervisor = Supervisor(settings.data_dir / "logs", env={
+        "LOOP_DATA_DIR": str(settings.data_dir), "LOOP_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "LOOP_MODEL_DIR": str(model_dir), "PYTHONPATH": str(REPO)})
+    add_loop_services(supervisor, policy, policy_file, max_restarts=0)  # what loopctl up runs, none restarted
+    supervisor.start()
+    processes = {service.name: service.process for service in supervisor.services}
     sampler = MemorySampler({"kafka": broker.pid, **{name: p.pid for name, p in processes.items()}},
                             lambda: controller_state(settings).get("round", 1))
     sampler.start()
@@ -138,9 +131,9 @@ def run_services(args, model_dir: Path, options: dict, lora: LoraTrainingConfig,
     bench_cpu = psutil.Process().cpu_times()
     try:
         while controller_state(settings).get("round", 1) <= args.rounds:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited; see {logs / (name + '.log')}")
+            failed = supervisor.check()
+            if failed:
+                raise RuntimeError(f"{', '.join(failed)} exited; see {supervisor.log_dir}")
             if time.monotonic() - started > args.timeout_min * 60:
                 raise TimeoutError(f"services did not finish {args.rounds} rounds in {args.timeout_min} min")
             time.sleep(1.0)
@@ -149,13 +142,7 @@ def run_services(args, model_dir: Path, options: dict, lora: LoraTrainingConfig,
         sampler.stop()
         now = psutil.Process().cpu_times()
         bench_seconds = now.user + now.system - bench_cpu.user - bench_cpu.system
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        supervisor.stop()
         broker.stop()
         sampler.join(timeout=5)
     rounds = read_rounds(settings)

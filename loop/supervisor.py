@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,10 +23,17 @@ class Service:
     name: str
     argv: list[str]
     max_restarts: int = 5
+    nice: int = 0  # added to the process's niceness: a higher one yields its cores to the others
     process: subprocess.Popen | None = None
     restarts: int = 0
     log_path: Path | None = None
     _log_file: object | None = field(default=None, repr=False)
+
+
+def with_niceness(argv: list[str], nice: int) -> list[str]:
+    """``argv`` run under ``nice -n``, which every thread it starts inherits (where ``nice`` is installed)."""
+    program = shutil.which("nice") if nice else None
+    return [program, "-n", str(nice), *argv] if program else argv
 
 
 class Supervisor:
@@ -35,8 +43,8 @@ class Supervisor:
         self.services: list[Service] = []
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def add(self, name: str, module_args: list[str], *, max_restarts: int = 5) -> Service:
-        service = Service(name, [sys.executable, "-m", *module_args], max_restarts=max_restarts)
+    def add(self, name: str, module_args: list[str], *, max_restarts: int = 5, nice: int = 0) -> Service:
+        service = Service(name, [sys.executable, "-m", *module_args], max_restarts=max_restarts, nice=nice)
         service.log_path = self.log_dir / f"{name}.log"
         self.services.append(service)
         return service
@@ -48,7 +56,7 @@ class Supervisor:
     def _spawn(self, service: Service) -> None:
         service._log_file = open(service.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         service.process = subprocess.Popen(
-            service.argv, env=self.env, stdout=service._log_file, stderr=subprocess.STDOUT, start_new_session=True
+            with_niceness(service.argv, service.nice), env=self.env, stdout=service._log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.info("started %s (pid %d), log %s", service.name, service.process.pid, service.log_path)
 

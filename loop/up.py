@@ -24,6 +24,28 @@ from services.settings import get_settings
 log = logging.getLogger(__name__)
 
 
+# Every service but the job worker runs this much nicer: on a small machine an adapter's training step waits for its
+# slowest thread, and a light service that wakes up mid-step would otherwise take a core from one of them. While no
+# job runs, nothing competes and the niceness costs nothing.
+YIELD_TO_JOBS = 10
+
+
+def add_loop_services(supervisor: Supervisor, policy: LoopPolicy, policy_file: Path, *, max_restarts: int = 5) -> None:
+    """The loop's workers, in start order: the one list ``loopctl up`` and ``bench/loop_vs_offline.py`` run."""
+    from loop.families import get_family
+
+    def add(name: str, module_args: list[str], nice: int = YIELD_TO_JOBS) -> None:
+        supervisor.add(name, module_args, max_restarts=max_restarts, nice=nice)
+
+    add("store-writer", ["services.store"])
+    add("jobs-worker", ["services.jobs", "worker", "--queues", "train,eval,default"], nice=0)
+    add("verifier", ["workers.verifier", "--agreement", str(policy.agreement)])
+    add("generator", ["workers.generator"])
+    if callable(getattr(get_family(policy.family, **policy.family_options), "corpus", None)):
+        add("index-updater", ["workers.verifier.index_updater"])  # the FAISS memory of accepted samples
+    add("controller", ["loop.controller", "--policy", str(policy_file)])
+
+
 def load_policy(policy_path: str | None, target: int | None) -> LoopPolicy:
     policy = LoopPolicy.model_validate_json(Path(policy_path).read_text()) if policy_path else LoopPolicy()
     if target is not None:
@@ -58,7 +80,7 @@ def run_up(*, minutes: float | None, rounds: int | None, target: int | None, pol
     signal.signal(signal.SIGINT, request_stop)
 
     port = int(settings.kafka_bootstrap.split(",")[0].rpartition(":")[2])
-    broker = KafkaBroker(settings.data_dir / "kafka", port=port)
+    broker = KafkaBroker(settings.data_dir / "kafka", port=port, nice=YIELD_TO_JOBS)
     broker.start()
     print(f"loopctl: Kafka answering at {broker.bootstrap}")
     supervisor = Supervisor(settings.data_dir / "logs")
@@ -68,17 +90,9 @@ def run_up(*, minutes: float | None, rounds: int | None, target: int | None, pol
     first_round = controller_state(settings).get("round", 1)
     try:
         create_topics(settings)
-        supervisor.add("store-writer", ["services.store"])
-        supervisor.add("jobs-worker", ["services.jobs", "worker", "--queues", "train,eval,default"])
-        supervisor.add("verifier", ["workers.verifier", "--agreement", str(policy.agreement)])
-        supervisor.add("generator", ["workers.generator"])
-        from loop.families import get_family
-
-        if callable(getattr(get_family(policy.family, **policy.family_options), "corpus", None)):
-            supervisor.add("index-updater", ["workers.verifier.index_updater"])  # the FAISS memory of accepted samples
-        supervisor.add("controller", ["loop.controller", "--policy", str(policy_file)])
+        add_loop_services(supervisor, policy, policy_file)
         if api_port and importlib.util.find_spec("services.api.__main__") is not None:
-            supervisor.add("api", ["services.api", "--port", str(api_port)])
+            supervisor.add("api", ["services.api", "--port", str(api_port)], nice=YIELD_TO_JOBS)
             print(f"loopctl: dashboard and API at http://127.0.0.1:{api_port}/")
         supervisor.start()
         print(f"loopctl: services started; logs in {supervisor.log_dir}; Ctrl-C stops everything")

@@ -96,9 +96,12 @@ class KafkaBroker:
         heap: str = "512m",
         *,
         lib_dir: Path | None = None,
+        nice: int = 0,
     ) -> None:
+        """``nice``: run the JVM at that niceness (a loop on a small machine lets its training jobs go first)."""
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.heap = heap
+        self.nice = nice
         self.lib_dir = lib_dir or default_lib_dir()
         self._fixed_ports = {p for p in (port, controller_port) if p is not None}
         previous = _read_ports(self.properties_path) or (None, None)
@@ -257,6 +260,8 @@ class KafkaBroker:
 
     def _launch(self, classpath: str, detach: bool) -> None:
         command = self._java_command(classpath, "kafka.Kafka", str(self.properties_path))
+        if self.nice and shutil.which("nice"):
+            command = ["nice", "-n", str(self.nice), *command]
         with open(self.output_path, "wb") as output:
             self._process = subprocess.Popen(
                 command,

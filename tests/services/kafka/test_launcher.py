@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -78,9 +79,10 @@ def test_a_produced_message_is_consumed_back(settings):
 
 
 def test_a_restarted_broker_keeps_its_messages_and_stop_leaves_no_java(tmp_path):
-    broker = KafkaBroker(tmp_path / "kafka")
+    broker = KafkaBroker(tmp_path / "kafka", nice=5)
     with broker:
         first_pid = broker.pid
+        assert psutil.Process(first_pid).nice() == min(os.nice(0) + 5, 19)  # the JVM itself, not a wrapper
         create_topic(broker.bootstrap, "durable")
         produce(broker.bootstrap, "durable", b"k", b"kept across a restart")
     assert not broker.is_running() and not (tmp_path / "kafka" / "kafka.pid").exists()
