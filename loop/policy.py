@@ -40,7 +40,9 @@ class LoopPolicy(BaseModel):
     eval_margin: int = Field(default=2, ge=0, description="Evaluate this many difficulties past the round's target.")
     base_eval_up_to: int = Field(default=8, ge=1, description="Evaluate the base model on difficulties 1 to this.")
     regression_tolerance: float = Field(
-        default=0.02, ge=0, le=1, description="A new adapter may lose at most this accuracy on a mastered difficulty."
+        default=0.02, ge=0, le=1,
+        description="A new adapter may lose at most this accuracy on a mastered difficulty, or one item of its suite "
+        "where that is more (one of the 25 one-digit sums is 0.04).",
     )
     min_gain: float = Field(
         default=0.01, description="Without a newly mastered difficulty, the accuracy gain at the frontier needed to promote."
@@ -102,9 +104,10 @@ def promotion_gate(
     old = mastered(current, policy.mastery)
     before = {s.difficulty: s.accuracy for s in current}
     after = {s.difficulty: s.accuracy for s in candidate}
+    one_item = {s.difficulty: 1 / s.n for s in candidate if s.n}
     for difficulty in range(1, old + 1):
         drop = before.get(difficulty, 0.0) - after.get(difficulty, 0.0)
-        if drop > policy.regression_tolerance + _ROUNDING:
+        if drop > max(policy.regression_tolerance, one_item.get(difficulty, 0.0)) + _ROUNDING:
             return GateDecision(False, f"regression of {drop:.3f} at mastered difficulty {difficulty}")
     if new > old:
         return GateDecision(True, f"masters {new} digits, up from {old}")

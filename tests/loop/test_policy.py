@@ -33,6 +33,16 @@ def test_a_drop_of_exactly_the_tolerance_and_a_gain_of_exactly_the_minimum_pass(
     assert not promotion_gate(scores(1, 1, 0.3), scores(1, 0.97, 0.99), POLICY).promote
 
 
+def test_one_item_of_a_small_suite_is_within_the_tolerance():
+    def sized(*pairs):
+        return [EvalScore(family="arithmetic", difficulty=d, accuracy=a, n=n) for d, (a, n) in enumerate(pairs, 1)]
+
+    current = sized((1.0, 25), (1.0, 200), (0.3, 200))
+    assert promotion_gate(current, sized((0.96, 25), (1.0, 200), (0.97, 200)), POLICY).promote  # 1 of 25
+    assert not promotion_gate(current, sized((0.92, 25), (1.0, 200), (0.97, 200)), POLICY).promote  # 2 of 25
+    assert not promotion_gate(current, sized((1.0, 25), (0.975, 200), (0.97, 200)), POLICY).promote  # 5 of 200
+
+
 def test_no_gain_is_rejected_and_frontier_gain_is_promoted():
     assert not promotion_gate(scores(1, 1, 0.3), scores(1, 1, 0.3), POLICY).promote
     assert promotion_gate(scores(1, 1, 0.3), scores(1, 1, 0.6), POLICY).promote
