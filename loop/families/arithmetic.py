@@ -21,7 +21,7 @@ class Arithmetic(TaskFamily):
     def __init__(
         self, *, eval_seed: int = 20_250_101, eval_size: int = 200, easy_digits: int = 4, max_extra_width: int = 2,
         hint_shift: int = 1, scarce_digits: int = 0, scarce_count: int = 0, scarce_share: float = 0.0,
-        scarce_seed: int = 7, zero_fill: int = 2, replay_zero_fill: bool = False,
+        scarce_seed: int = 7, zero_fill: int = 2, replay_zero_fill: bool = False, even_replay: bool = False,
     ) -> None:
         """``easy_digits``: the labelled range the base model was trained on (replayed every round);
         ``max_extra_width`` and ``hint_shift``: the training augmentation of the recipe (docs/recipe.md), which
@@ -30,7 +30,9 @@ class Arithmetic(TaskFamily):
         ``zero_fill``: self-labelled examples are written with 0..zero_fill trailing zeros on both operands and
         the sum, so the model's own label of a t-digit sum also teaches it t+1 and t+2 digits (docs/recipe.md);
         ``replay_zero_fill``: the replayed labelled data is written so too (off in the loop, where longer numbers
-        come only from the model's own answers; the ablation turns it on, to credit the writing, not the loop).
+        come only from the model's own answers; the ablation turns it on, to credit the writing, not the loop);
+        ``even_replay``: replay every easy length equally often, as a round does (``for_target``), where the
+        bootstrap weights longer lengths up.
         The defaults describe the default builtin model (``workers.model.builtin.BuiltinConfig``)."""
         self.eval_seed = eval_seed
         self.eval_size = eval_size
@@ -43,6 +45,7 @@ class Arithmetic(TaskFamily):
         self.scarce_seed = scarce_seed
         self.zero_fill = zero_fill
         self.replay_zero_fill = replay_zero_fill
+        self.even_replay = even_replay
 
     @staticmethod
     def problem(a: int, b: int) -> Problem:
@@ -101,9 +104,15 @@ class Arithmetic(TaskFamily):
         """A round aimed at ``target`` digits shifts the hint letters of its training examples (self-labelled and
         replayed) one letter further per digit past the easy range: the letters of the next length then hold real
         digits often enough to give the model a foothold there (docs/recipe.md: with the base's shift, 0-1% one
-        digit past a new length; one letter further, 70%)."""
+        digit past a new length; one letter further, 70%).
+
+        Its replay gives every easy length the same share: weighted to longer lengths, as the bootstrap draws them,
+        one-digit sums written the way the evaluation asks are about one example in 500 of a 7-digit round's
+        batches, and an adapter retrained on the same round's snapshot wrote 0 + 1, 1 + 1 and 2 + 1 with an extra
+        top digit 1 (7 of the 100 one-digit sums wrong; evenly replayed: none, docs/recipe.md)."""
         shifted = copy.copy(self)
         shifted.hint_shift = self.hint_shift + max(0, target - self.easy_digits)
+        shifted.even_replay = True
         return shifted
 
     def training_example(self, problem: Problem, answer: str, rng: random.Random) -> Example:
@@ -117,8 +126,8 @@ class Arithmetic(TaskFamily):
         return Example(example.prompt, example.answer)
 
     def replay_examples(self, rng: random.Random, count: int) -> list[Example]:
-        """The base's labelled data, as the bootstrap draws it: easy problems, longer lengths weighted up, the
-        evaluation suite excluded; and ``scarce_share`` of them drawn from the few labelled longer problems."""
+        """The base's labelled data: easy problems, longer lengths weighted up as the bootstrap draws them (every
+        length alike with ``even_replay``), the evaluation suite excluded; and ``scarce_share`` of them drawn from the few labelled longer problems."""
         lengths = list(range(1, self.easy_digits + 1))
         scarce = self.scarce_problems()
         examples: list[Example] = []
@@ -126,7 +135,8 @@ class Arithmetic(TaskFamily):
             if scarce and rng.random() < self.scarce_share:
                 problem = rng.choice(scarce)
             else:
-                problem = self.problem(*fmt.random_problem(rng.choices(lengths, weights=lengths)[0], rng))
+                weights = None if self.even_replay else lengths
+                problem = self.problem(*fmt.random_problem(rng.choices(lengths, weights=weights)[0], rng))
                 if problem.sample_id in self._eval_ids(problem.difficulty):
                     continue
             examples.append(self._written(problem, self.true_answer(problem), rng,

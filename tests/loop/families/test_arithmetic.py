@@ -65,6 +65,18 @@ def test_a_round_past_the_easy_range_trains_with_hint_letters_shifted_further():
     assert {e.prompt[0] for e in family.replay_examples(rng, 400)} == {"a", "b"}
 
 
+def test_a_round_replays_every_easy_length_alike_and_the_bootstrap_weights_longer_ones_up():
+    family = Arithmetic(easy_digits=4)
+
+    def one_digit_share(examples):
+        return sum(max(_operands_and_total(e)[:2]) < 10 for e in examples) / len(examples)
+
+    # Weights 1 of 10 and 1 of 4, less the draws that hit the 25 one-digit sums of the evaluation suite.
+    assert 0.06 < one_digit_share(family.replay_examples(random.Random(0), 4000)) < 0.10
+    assert 0.17 < one_digit_share(family.for_target(7).replay_examples(random.Random(0), 4000)) < 0.23
+    assert not family.even_replay  # the family itself is unchanged
+
+
 def test_a_weak_base_gets_a_few_fixed_labelled_problems_past_the_easy_range():
     family = Arithmetic(easy_digits=3, scarce_digits=6, scarce_count=5, scarce_share=0.5)
     scarce = family.scarce_problems()
