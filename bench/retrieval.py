@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workers.verifier.memory import (  # noqa: E402
+from workers.verifier.faiss_build import (  # noqa: E402
     IndexConfig,
     build_faiss_index,
     gpu_count,

@@ -31,7 +31,6 @@ LOOP_CELERY_BROKER_URL, LOOP_MODEL_DIR, ...); see the README.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 

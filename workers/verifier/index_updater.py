@@ -30,8 +30,9 @@ from services.bus.consumer import Event, EventConsumer
 from services.jobs import JobContext, job_task
 from services.settings import Settings, get_settings
 from services.sqlite_wal import enable_wal
-from workers.verifier.memory import SQLITE_TIMEOUT_S, Memory, RetrievalSettings, index_name
+from workers.verifier.memory import Memory, RetrievalSettings, index_name
 from workers.verifier.retrieval_checks import sync_reference_indexes
+from workers.verifier.vector_index import SQLITE_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 

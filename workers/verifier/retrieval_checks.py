@@ -33,7 +33,8 @@ from loop.families.base import Problem, TaskFamily
 from schemas.messages import CheckResult, Evidence
 from workers.verifier.chain import VerifierChain
 from workers.verifier.checks import Check, Reading, build_check, register_check
-from workers.verifier.memory import Hit, Memory, RetrievalSettings, index_name
+from workers.verifier.memory import Memory, RetrievalSettings, index_name
+from workers.verifier.vector_index import Hit
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _TOKEN = re.compile(r"[a-z0-9]+")

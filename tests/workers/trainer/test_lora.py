@@ -4,7 +4,6 @@ import sys
 
 import pytest
 import torch
-from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from workers.trainer import LoraTrainingConfig, train_lora

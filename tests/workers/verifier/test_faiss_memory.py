@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.verifier.memory import IndexConfig, VectorIndex, key_for, recall_at, to_search_device
+from workers.verifier.faiss_build import IndexConfig, recall_at, to_search_device
+from workers.verifier.vector_index import VectorIndex, key_for
 
 REPO = Path(__file__).resolve().parents[3]
 DIM = 32
@@ -110,7 +111,8 @@ WRITER = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     import numpy as np
-    from workers.verifier.memory import IndexConfig, VectorIndex
+    from workers.verifier.faiss_build import IndexConfig
+    from workers.verifier.vector_index import VectorIndex
 
     name, directory, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     config = IndexConfig(exact_max=300, snapshot_min_changes=50)
