@@ -10,9 +10,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from schemas.tables import Adapter, Sample
+from schemas.tables import Adapter, Job, Sample
 from services.settings import Settings
 
+ACTIVE_JOB_STATES = ("queued", "started", "progress")
 GROUPS = {"store-writer": ["loop.candidates", "loop.verdicts"], "verifiers": ["loop.candidates"], "generators": ["loop.generate"]}
 
 
@@ -25,13 +26,14 @@ class LoopStatus:
     samples: dict[str, int]
     accepted_per_s: float
     lag: dict[str, int]
+    job: str | None = None  # the newest job not finished: "train_adapter 42% step 250/600, loss 0.31"
 
     def line(self) -> str:
         accuracy = " ".join(f"{d}:{a:.2f}" for d, a in sorted(self.mastered_scores.items())) or "-"
         lag = " ".join(f"{g}={n}" for g, n in self.lag.items())
         return (f"round {self.round or '-'} | difficulty {self.target or '-'} | adapter {self.promoted or 'base'} | "
                 f"accepted {self.samples.get('accepted', 0)} ({self.accepted_per_s:.1f}/s) rejected {self.samples.get('rejected', 0)} | "
-                f"held-out {accuracy} | lag {lag}")
+                f"held-out {accuracy} | {f'job {self.job} | ' if self.job else ''}lag {lag}")
 
 
 def controller_state(settings: Settings) -> dict:
@@ -53,6 +55,10 @@ def read_status(settings: Settings, engine: Engine, lag_monitor=None, *, window_
         promoted = connection.execute(
             select(Adapter.id).where(Adapter.status == "promoted").order_by(Adapter.updated_at.desc()).limit(1)
         ).scalar_one_or_none()
+        active = connection.execute(
+            select(Job.kind, Job.state, Job.progress, Job.message).where(Job.state.in_(ACTIVE_JOB_STATES))
+            .order_by(Job.created_at.desc()).limit(1)
+        ).first()
     lag = {}
     if lag_monitor is not None:
         for group, topics in GROUPS.items():
@@ -62,7 +68,13 @@ def read_status(settings: Settings, engine: Engine, lag_monitor=None, *, window_
                 lag[group] = -1
     scores = {int(s["difficulty"]): s["accuracy"] for s in state.get("promoted_scores") or []}
     return LoopStatus(state.get("round"), state.get("target"), state.get("promoted_id") or promoted, scores, counts,
-                      recent / window_s, lag)
+                      recent / window_s, lag, _job_text(*active) if active else None)
+
+
+def _job_text(kind: str, state: str, progress: float | None, message: str) -> str:
+    if state == "queued":
+        return f"{kind} queued"
+    return f"{kind} {100 * (progress or 0):.0f}% {message}".rstrip()
 
 
 def read_rounds(settings: Settings) -> list[dict]:
