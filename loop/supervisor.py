@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from services.niceness import with_niceness
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,6 @@ class Service:
     restarts: int = 0
     log_path: Path | None = None
     _log_file: object | None = field(default=None, repr=False)
-
-
-def with_niceness(argv: list[str], nice: int) -> list[str]:
-    """``argv`` run under ``nice -n``, which every thread it starts inherits (where ``nice`` is installed)."""
-    program = shutil.which("nice") if nice else None
-    return [program, "-n", str(nice), *argv] if program else argv
 
 
 class Supervisor:

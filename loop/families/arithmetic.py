@@ -127,7 +127,8 @@ class Arithmetic(TaskFamily):
 
     def replay_examples(self, rng: random.Random, count: int) -> list[Example]:
         """The base's labelled data: easy problems, longer lengths weighted up as the bootstrap draws them (every
-        length alike with ``even_replay``), the evaluation suite excluded; and ``scarce_share`` of them drawn from the few labelled longer problems."""
+        length alike with ``even_replay``), the evaluation suite excluded; and ``scarce_share`` of them drawn from the
+        few labelled longer problems."""
         lengths = list(range(1, self.easy_digits + 1))
         scarce = self.scarce_problems()
         examples: list[Example] = []

@@ -30,6 +30,8 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from services.niceness import with_niceness
+
 POM = Path(__file__).resolve().with_name("pom.xml")
 NODE_ID = 1
 # Kafka's default maximum record batch (1 MiB plus batch overhead); the loop's messages are far smaller.
@@ -260,8 +262,7 @@ class KafkaBroker:
 
     def _launch(self, classpath: str, detach: bool) -> None:
         command = self._java_command(classpath, "kafka.Kafka", str(self.properties_path))
-        if self.nice and shutil.which("nice"):
-            command = ["nice", "-n", str(self.nice), *command]
+        command = with_niceness(command, self.nice)
         with open(self.output_path, "wb") as output:
             self._process = subprocess.Popen(
                 command,
