@@ -31,6 +31,7 @@ import os
 import sys
 
 from services.jobs.app import QUEUES, discover_job_modules, make_app
+from services.jobs.recovery import requeue_orphans
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +74,7 @@ def run_worker(args: argparse.Namespace) -> int:
     create_topics(settings)  # waits for Kafka: a worker that cannot publish its jobs' events should not start
     app = make_app(settings)
     app.conf.imports = [*app.conf.imports, *args.include]
+    requeue_orphans(app, settings)  # before this worker takes anything: a job its dead predecessor held
     argv = [
         "worker",
         f"--queues={','.join(queues)}",

@@ -192,7 +192,9 @@ class JobContext:
             self._last_progress, self._reported = now, self.fraction
             self.publish("progress", message=message)
             if self.task is not None:
-                meta = {"kind": self.kind, "progress": self.fraction, "message": message}
+                # pid and hostname as in Celery's STARTED: what ``recovery`` checks a running job against
+                meta = {"kind": self.kind, "progress": self.fraction, "message": message, "pid": os.getpid(),
+                        "hostname": self.task.request.hostname}
                 self.task.update_state(state=PROGRESS, meta=meta)
         self.check_cancelled()
 

@@ -60,3 +60,13 @@ def freeze_snapshot(
             session.execute(insert(SnapshotMember), [{"snapshot_id": snapshot_id, "sample_id": s.id} for s in samples])
         session.commit()
     return snapshot_id, samples
+
+
+def load_snapshot(engine: Engine, snapshot_id: str) -> list[Sample]:
+    """The samples of a snapshot frozen before, in the order ``freeze_snapshot`` returned them."""
+    with Session(engine, expire_on_commit=False) as session:
+        if session.get(Snapshot, snapshot_id) is None:
+            raise LookupError(f"no snapshot {snapshot_id}")
+        query = (select(Sample).join(SnapshotMember, SnapshotMember.sample_id == Sample.id)
+                 .where(SnapshotMember.snapshot_id == snapshot_id).order_by(Sample.id))
+        return [row for (row,) in session.exec(query).all()]
