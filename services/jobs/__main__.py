@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         return run_worker(args)
     logging.basicConfig(level=logging.WARNING)
-    from services.jobs.lifecycle import JOBS, job_status, request_cancel, submit_job
+    from services.jobs.control import job_status, request_cancel, submit_job
+    from services.jobs.lifecycle import JOBS
 
     for module in discover_job_modules():
         importlib.import_module(module)
