@@ -98,9 +98,11 @@ class GroundedQA(TaskFamily):
         unanswerable_share: float = 0.25,
         eval_share: float = 0.2,
         eval_size: int = 60,
+        name_distance: int = 3,
     ) -> None:
         """``eval_share``: the share of each tier's facts held out for evaluation (never asked in training);
-        ``eval_size``: answerable held-out questions per tier (plus a third as many unanswerable ones)."""
+        ``eval_size``: answerable held-out questions per tier (plus a third as many unanswerable ones);
+        ``name_distance``: the fewest edits between any two names of the world, strangers included."""
         if not 1 <= easy_tiers <= tiers or tiers > entities:
             raise ValueError("need 1 <= easy_tiers <= tiers <= entities")
         if not 0.0 <= unanswerable_share < 1.0 or not 0.0 < eval_share < 1.0:
@@ -111,7 +113,7 @@ class GroundedQA(TaskFamily):
         self.unanswerable_share = unanswerable_share
         self.eval_share = eval_share
         self.eval_size = eval_size
-        self.world: World = build_world(seed=seed, entities=entities, strangers=entities)
+        self.world: World = build_world(seed=seed, entities=entities, strangers=entities, name_distance=name_distance)
 
     # -- the corpus ---------------------------------------------------------------------------------------------
     def corpus(self) -> list[Passage]:

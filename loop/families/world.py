@@ -69,24 +69,38 @@ def _name(rng: random.Random, syllables: int) -> str:
     return text.capitalize()
 
 
-def _unique_names(rng: random.Random, count: int, taken: set[str]) -> list[str]:
+def _unique_names(rng: random.Random, count: int, taken: set[str], distance: int = 1) -> list[str]:
+    """``count`` new names, each at least ``distance`` edits from every name in ``taken`` (which they join)."""
     names: list[str] = []
     while len(names) < count:
         name = _name(rng, rng.choice((2, 2, 3)))
-        if name not in taken:
+        if name not in taken and (distance <= 1 or all(_edits(name, other) >= distance for other in taken)):
             taken.add(name)
             names.append(name)
     return names
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        previous, row[0] = row[:], i
+        for j, cb in enumerate(b, 1):
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (ca != cb))
+    return row[-1]
 
 
 def sentence(entity: str, relation: str, value: str) -> str:
     return RELATIONS[relation].format(e=entity, v=value)
 
 
+@functools.cache
 def build_world(seed: int = 7, entities: int = 240, towns: int = 24, strangers: int = 240,
-                known_share: float = 0.8) -> World:
+                known_share: float = 0.8, name_distance: int = 1) -> World:
     """``entities`` people, each with every attribute known with probability ``known_share`` (at least two
-    known), living in ``towns`` towns; ``strangers`` more names that the corpus never mentions."""
+    known), living in ``towns`` towns; ``strangers`` more names that the corpus never mentions. With
+    ``name_distance`` above 1, every two names of people and strangers are at least that many edits apart, and as
+    far from every town, so that no name is a typo of another."""
     if entities < 1 or strangers < 0 or not 0.0 < known_share <= 1.0:
         raise ValueError("a world needs at least one entity and a known_share in (0, 1]")
     rng = random.Random(seed)
@@ -94,13 +108,14 @@ def build_world(seed: int = 7, entities: int = 240, towns: int = 24, strangers: 
     town_names = tuple(_unique_names(rng, towns, taken))
     values = {"home": town_names, "job": JOBS, "color": COLORS, "pet": PETS, "age": AGES}
     people: dict[str, dict[str, str]] = {}
-    for name in _unique_names(rng, entities, taken):
+    people_taken = set(town_names) if name_distance > 1 else taken
+    for name in _unique_names(rng, entities, people_taken, name_distance):
         known = [r for r in RELATIONS if rng.random() < known_share]
         while len(known) < 2:
             extra = rng.choice([r for r in RELATIONS if r not in known])
             known.append(extra)
         people[name] = {r: rng.choice(values[r]) for r in RELATIONS if r in known}
-    stranger_names = tuple(_unique_names(rng, strangers, taken))
+    stranger_names = tuple(_unique_names(rng, strangers, people_taken, name_distance))
     passages = tuple(
         Passage(f"p{i:04d}", name, " ".join(sentence(name, r, v) for r, v in facts.items()))
         for i, (name, facts) in enumerate(people.items())

@@ -5,10 +5,11 @@ learns the QA format on the family's easy tiers only (``GroundedQA.replay_exampl
 their fact, unanswerable ones with "I do not know"). The other tiers it has read about but never been asked
 about: that is what the loop improves, with the evidence check as its only teacher.
 
-Each time a passage is drawn its sentences come in a random order, and each sentence in one of a few wordings
-(``READING_FORMS``; the corpus itself keeps one): a fact is then stated in many contexts and words, which is what
-lets a model answer questions about it later (Allen-Zhu and Li, "Physics of Language Models 3.1": without such
-augmentation a model that memorised a biography cannot be asked about it). Every wording names the person first.
+Half of the time a passage is read as the corpus writes it; otherwise its sentences come in a random order, and
+each sentence in one of a few wordings (``READING_FORMS``; the corpus itself keeps one): a fact is then stated in
+many contexts and words, which is what lets a model answer questions about it later (Allen-Zhu and Li, "Physics
+of Language Models 3.1": without such augmentation a model that memorised a biography cannot be asked about it).
+Every wording names the person first.
 
     python -m workers.model.grounded_base --out data/models/grounded
 """
@@ -48,6 +49,7 @@ class GroundedConfig:
     threads: int = 2
     family_seed: int = 7  # the world: GroundedQA(seed=...)
     reading_forms: bool = True  # restate each passage sentence in a random wording of READING_FORMS
+    canonical_share: float = 0.5  # share of passage reads as the corpus writes it (its order, its wording)
 
 
 # Wordings a passage's facts are read in (the first is the corpus's own), each with the person first.
@@ -82,7 +84,9 @@ def _reword(sentence: str, rng: random.Random) -> str:
 def training_batch(family: GroundedQA, passages: list[str], config: GroundedConfig,
                    rng: random.Random) -> list[Example]:
     n_text = round(config.batch_size * config.passage_share)
-    batch = [passage_example(rng.choice(passages), rng, config.reading_forms) for _ in range(n_text)]
+    batch = [Example("", text) if rng.random() < config.canonical_share else
+             passage_example(text, rng, config.reading_forms)
+             for text in (rng.choice(passages) for _ in range(n_text))]
     return batch + family.replay_examples(rng, config.batch_size - n_text)
 
 

@@ -27,13 +27,24 @@ def test_the_world_is_a_function_of_its_seed():
     assert 0.1 < missing / (len(RELATIONS) * len(world.people)) < 0.3  # some attributes are not in the corpus
 
 
+def test_no_name_of_the_builtin_world_is_a_typo_of_another():
+    from loop.families.world import _edits
+
+    names, towns = [*FAMILY.world.people, *FAMILY.world.strangers], FAMILY.world.towns
+    assert len(set(names)) == len(names) == 240 + 240
+    assert min(_edits(a, b) for i, a in enumerate(names) for b in [*names[i + 1:], *towns]) >= 3
+    close = build_world(name_distance=1)  # without the spacing, some names are one letter apart
+    people = list(close.people)
+    assert any(_edits(a, b) == 1 for i, a in enumerate(people) for b in people[i + 1:])
+
+
 def test_everything_the_builtin_model_reads_or_writes_is_in_its_vocabulary():
     problems = [p for d in FAMILY.difficulties for p in FAMILY.make_problems(d, 500, random.Random(d))]
     problems += [p for d in FAMILY.difficulties for p in FAMILY.eval_suite(d)]
     text = "".join(FAMILY.prompt(p) + FAMILY.write_answer(p, FAMILY.true_answer(p)) for p in problems)
     text += "".join(FAMILY.corpus_text())
     assert set(text) <= set(CHARACTERS)
-    assert max(len(FAMILY.prompt(p)) for p in problems) <= 60
+    assert max(len(FAMILY.prompt(p)) for p in problems) <= 64  # short questions, names of up to three syllables
     longest = max(len(FAMILY.write_answer(p, FAMILY.true_answer(p))) for p in problems)
     assert longest <= FAMILY.answer_budget(problems[0])
 
