@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from uuid import uuid4
 
 from sqlalchemy import Engine, insert, select
 from sqlmodel import Session
@@ -53,7 +54,8 @@ def freeze_snapshot(
         policy = {"families": list(families or []), "difficulties": list(difficulties or []), "max_staleness": max_staleness}
         digest = hashlib.sha256("\n".join(s.id for s in samples).encode() + repr(policy).encode()).hexdigest()[:12]
         moment = created_at or datetime.now(timezone.utc)
-        snapshot_id = f"snap-{moment:%Y%m%d-%H%M%S}-{digest}"
+        # The digest names the content; the random tail keeps two freezes of the same content in one second apart.
+        snapshot_id = f"snap-{moment:%Y%m%d-%H%M%S}-{digest}-{uuid4().hex[:6]}"
         session.add(Snapshot(id=snapshot_id, created_at=moment, size=len(samples), policy=policy))
         session.flush()
         if samples:
