@@ -7,7 +7,8 @@ their home town, job, favourite colour, pet and age, written as one passage each
 verifier's evidence check retrieves passages and accepts only an answer they support.
 
 Some questions have no answer in the corpus: the attribute is missing from the person's passage, or the person
-is not in the world at all. Their accepted answer is ``UNKNOWN`` ("I do not know": the builtin model's characters
+is not in the world at all (training asks about a new name each time; the held-out suite about the world's own
+strangers, which training never names). Their accepted answer is ``UNKNOWN`` ("I do not know": the builtin model's characters
 have no apostrophe; "I don't know" and "I dont know" are read as the same answer).
 
 Difficulty is a tier of the world: the people are split into ``tiers`` groups, and tier ``d`` asks about group
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 
 from loop.families.base import Example, Problem, TaskFamily
 from loop.families.registry import register_family
-from loop.families.world import RELATIONS, Passage, World, build_world, sentence
+from loop.families.world import RELATIONS, NameSpacing, Passage, World, build_world, sentence
 
 UNKNOWN = "I do not know"
 _UNKNOWN_FORMS = {"i do not know", "i don't know", "i dont know", "idk", "unknown", "i do not know that"}
@@ -99,10 +100,14 @@ class GroundedQA(TaskFamily):
         eval_share: float = 0.2,
         eval_size: int = 60,
         name_distance: int = 3,
+        fresh_strangers: bool = True,
     ) -> None:
         """``eval_share``: the share of each tier's facts held out for evaluation (never asked in training);
         ``eval_size``: answerable held-out questions per tier (plus a third as many unanswerable ones);
-        ``name_distance``: the fewest edits between any two names of the world, strangers included."""
+        ``name_distance``: the fewest edits between any two names of the world, strangers included;
+        ``fresh_strangers``: training asks about a new name for every question about a stranger (drawn like the
+        world's names, as far from every one of them), instead of the world's training strangers, so that what
+        is learnt is "a name I never read" rather than a list of names."""
         if not 1 <= easy_tiers <= tiers or tiers > entities:
             raise ValueError("need 1 <= easy_tiers <= tiers <= entities")
         if not 0.0 <= unanswerable_share < 1.0 or not 0.0 < eval_share < 1.0:
@@ -113,6 +118,8 @@ class GroundedQA(TaskFamily):
         self.unanswerable_share = unanswerable_share
         self.eval_share = eval_share
         self.eval_size = eval_size
+        self.name_distance = name_distance
+        self.fresh_strangers = fresh_strangers
         self.world: World = build_world(seed=seed, entities=entities, strangers=entities, name_distance=name_distance)
 
     # -- the corpus ---------------------------------------------------------------------------------------------
@@ -203,10 +210,22 @@ class GroundedQA(TaskFamily):
                 kind = "missing" if pools["missing"] and (rng.random() < 0.5 or not pools["stranger"]) else "stranger"
             if not pools[kind]:
                 kind = next(k for k in ("known", "missing", "stranger") if pools[k])
-            entity, relation = rng.choice(pools[kind])
+            if kind == "stranger" and self.fresh_strangers:
+                entity, relation = self._fresh_stranger(rng), rng.choice(list(RELATIONS))
+            else:
+                entity, relation = rng.choice(pools[kind])
             problem = self._problem(entity, relation, rng.choice(TRAIN_TEMPLATES[relation]), difficulty, "train")
             problems.setdefault(problem.sample_id, problem)
         return list(problems.values())
+
+    def _fresh_stranger(self, rng: random.Random) -> str:
+        """A name the world does not hold, at least ``name_distance`` edits from each of its people, towns and
+        strangers (the held-out ones included)."""
+        return self._world_spacing.draw(rng)
+
+    @functools.cached_property
+    def _world_spacing(self) -> NameSpacing:
+        return NameSpacing((*self.world.names, *self.world.towns, *self.world.strangers), self.name_distance)
 
     @functools.cache
     def eval_suite(self, difficulty: int) -> list[Problem]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # One relation per attribute: the sentence that states it in a passage, and its values.
@@ -69,15 +70,56 @@ def _name(rng: random.Random, syllables: int) -> str:
     return text.capitalize()
 
 
-def _unique_names(rng: random.Random, count: int, taken: set[str], distance: int = 1) -> list[str]:
-    """``count`` new names, each at least ``distance`` edits from every name in ``taken`` (which they join)."""
-    names: list[str] = []
-    while len(names) < count:
-        name = _name(rng, rng.choice((2, 2, 3)))
-        if name not in taken and (distance <= 1 or all(_edits(name, other) >= distance for other in taken)):
-            taken.add(name)
-            names.append(name)
-    return names
+class NameSpacing:
+    """Names kept at least ``distance`` edits apart: which a new name may join, and new names drawn to join it.
+
+    Names within ``distance - 1`` edits of each other share a string left after deleting at most ``distance - 1``
+    characters from each, so a name is only measured against the names that share one of its deletions with it."""
+
+    def __init__(self, names: Iterable[str] = (), distance: int = 1) -> None:
+        self.distance = distance
+        self.names: set[str] = set()
+        self._by_deletion: dict[str, set[str]] = {}
+        for name in names:
+            self.add(name)
+
+    def add(self, name: str) -> None:
+        self.names.add(name)
+        if self.distance > 1:
+            for variant in _deletions(name, self.distance - 1):
+                self._by_deletion.setdefault(variant, set()).add(name)
+
+    def admits(self, name: str) -> bool:
+        if name in self.names:
+            return False
+        if self.distance <= 1:
+            return True
+        near = set().union(*(self._by_deletion.get(v, ()) for v in _deletions(name, self.distance - 1)))
+        return all(_edits(name, other) >= self.distance for other in near)
+
+    def draw(self, rng: random.Random) -> str:
+        """A new name of the world's shape that may join (it does not join: ``add`` it to keep it)."""
+        while True:
+            name = _name(rng, rng.choice((2, 2, 3)))
+            if self.admits(name):
+                return name
+
+    def draw_many(self, rng: random.Random, count: int) -> list[str]:
+        """``count`` new names, each joining as it is drawn."""
+        names = []
+        for _ in range(count):
+            names.append(self.draw(rng))
+            self.add(names[-1])
+        return names
+
+
+def _deletions(name: str, depth: int) -> set[str]:
+    """``name`` with up to ``depth`` of its characters deleted, itself included."""
+    found, frontier = {name}, {name}
+    for _ in range(depth):
+        frontier = {w[:i] + w[i + 1:] for w in frontier for i in range(len(w))}
+        found |= frontier
+    return found
 
 
 def _edits(a: str, b: str) -> int:
@@ -104,18 +146,18 @@ def build_world(seed: int = 7, entities: int = 240, towns: int = 24, strangers: 
     if entities < 1 or strangers < 0 or not 0.0 < known_share <= 1.0:
         raise ValueError("a world needs at least one entity and a known_share in (0, 1]")
     rng = random.Random(seed)
-    taken: set[str] = set()
-    town_names = tuple(_unique_names(rng, towns, taken))
+    town_spacing = NameSpacing()
+    town_names = tuple(town_spacing.draw_many(rng, towns))
     values = {"home": town_names, "job": JOBS, "color": COLORS, "pet": PETS, "age": AGES}
     people: dict[str, dict[str, str]] = {}
-    people_taken = set(town_names) if name_distance > 1 else taken
-    for name in _unique_names(rng, entities, people_taken, name_distance):
+    spacing = NameSpacing(town_names, name_distance) if name_distance > 1 else town_spacing
+    for name in spacing.draw_many(rng, entities):
         known = [r for r in RELATIONS if rng.random() < known_share]
         while len(known) < 2:
             extra = rng.choice([r for r in RELATIONS if r not in known])
             known.append(extra)
         people[name] = {r: rng.choice(values[r]) for r in RELATIONS if r in known}
-    stranger_names = tuple(_unique_names(rng, strangers, people_taken, name_distance))
+    stranger_names = tuple(spacing.draw_many(rng, strangers))
     passages = tuple(
         Passage(f"p{i:04d}", name, " ".join(sentence(name, r, v) for r, v in facts.items()))
         for i, (name, facts) in enumerate(people.items())

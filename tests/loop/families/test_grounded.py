@@ -38,6 +38,21 @@ def test_no_name_of_the_builtin_world_is_a_typo_of_another():
     assert any(_edits(a, b) == 1 for i, a in enumerate(people) for b in people[i + 1:])
 
 
+def test_name_spacing_measures_only_the_names_that_could_be_close_and_misses_none():
+    from loop.families.world import NameSpacing, _edits, _name
+
+    rng = random.Random(3)
+    world = [_name(rng, rng.choice((2, 3))) for _ in range(300)]
+    for distance in (2, 3):
+        spacing = NameSpacing(world, distance)
+        for _ in range(500):
+            name = _name(rng, rng.choice((2, 2, 3)))
+            expected = name not in world and all(_edits(name, other) >= distance for other in world)
+            assert spacing.admits(name) == expected, (name, distance)
+    drawn = NameSpacing(world, 3).draw_many(rng, 50)
+    assert min(_edits(a, b) for i, a in enumerate(drawn) for b in [*drawn[i + 1:], *world]) >= 3
+
+
 def test_everything_the_builtin_model_reads_or_writes_is_in_its_vocabulary():
     problems = [p for d in FAMILY.difficulties for p in FAMILY.make_problems(d, 500, random.Random(d))]
     problems += [p for d in FAMILY.difficulties for p in FAMILY.eval_suite(d)]
@@ -52,10 +67,10 @@ def test_everything_the_builtin_model_reads_or_writes_is_in_its_vocabulary():
 def test_training_problems_are_of_their_tier_with_some_unanswerable():
     world = FAMILY.world
     tier_of = {name: i * 3 // len(world.names) + 1 for i, name in enumerate(world.names)}
-    tier_of |= {name: i * 3 // len(world.strangers) + 1 for i, name in enumerate(world.strangers)}
     problems = FAMILY.make_problems(2, 400, random.Random(0))
     assert len(problems) == 400 and len({p.sample_id for p in problems}) == 400
-    assert {tier_of[p.data["entity"]] for p in problems} == {2} and {p.difficulty for p in problems} == {2}
+    people = [p for p in problems if p.data["entity"] in world.people]
+    assert {tier_of[p.data["entity"]] for p in people} == {2} and {p.difficulty for p in problems} == {2}
     unanswerable = [p for p in problems if not p.data["answerable"]]
     assert 0.15 < len(unanswerable) / len(problems) < 0.35
     assert {p.data["entity"] in world.people for p in unanswerable} == {True, False}  # missing fact, stranger
@@ -65,6 +80,22 @@ def test_training_problems_are_of_their_tier_with_some_unanswerable():
             assert FAMILY.true_answer(p) == world.fact(p.data["entity"], p.data["relation"])
     with pytest.raises(ValueError, match="tier"):
         FAMILY.make_problems(4, 1, random.Random(0))
+
+
+def test_training_asks_about_a_new_stranger_each_time_and_the_suite_about_the_worlds():
+    from loop.families.world import _edits
+
+    world = FAMILY.world
+    named = {*world.people, *world.towns, *world.strangers}
+    problems = FAMILY.make_problems(3, 2000, random.Random(4))
+    strangers = [p.data["entity"] for p in problems if p.data["entity"] not in world.people]
+    assert len(strangers) > 150 and len(set(strangers)) > 0.9 * len(strangers)  # hardly a name twice
+    assert all(min(_edits(name, other) for other in named) >= 3 for name in set(strangers))
+    assert all(FAMILY.true_answer(p) == UNKNOWN for p in problems if p.data["entity"] in set(strangers))
+    suite = {p.data["entity"] for d in FAMILY.difficulties for p in FAMILY.eval_suite(d)} - set(world.people)
+    assert suite and suite <= set(world.strangers)
+    fixed = GroundedQA(fresh_strangers=False).make_problems(3, 2000, random.Random(4))
+    assert {p.data["entity"] for p in fixed} - set(world.people) <= set(world.strangers)
 
 
 def test_the_held_out_suite_is_fixed_and_never_drawn_for_training():

@@ -43,8 +43,11 @@ def test_a_batch_mixes_corpus_text_with_easy_tier_questions_only():
     batch = training_batch(family, family.corpus_text(), config, random.Random(1))
     text, qa = batch[:10], batch[10:]
     assert len(qa) == 30 and all(e.prompt == "" for e in text)
-    easy = {p.canonical for p in family.make_problems(1, 10_000, random.Random(2))}
-    assert all(e.prompt.startswith("Q: ") and e.prompt[3:-4] in easy for e in qa)
+    tier_one = {p.data["entity"] for p in family.make_problems(1, 10_000, random.Random(2))} & set(family.world.people)
+    asked = [family.problem_from_question(e.prompt[3:-4]) for e in qa if e.prompt.startswith("Q: ")]
+    assert len(asked) == len(qa) and all(p.data.get("phrasing") == "train" for p in asked)
+    named = {*family.world.people, *family.world.strangers}
+    assert all(p.data["entity"] in tier_one or p.data["entity"] not in named for p in asked)  # or a new stranger
     held = {family.prompt(p) for tier in family.difficulties for p in family.eval_suite(tier)}
     assert not {e.prompt for e in qa} & held
 

@@ -101,7 +101,7 @@ def test_i_do_not_know_is_wrong_where_the_corpus_answers(chain):
 
 
 def test_a_near_duplicate_of_an_accepted_sample_is_rejected_with_its_id(chain, memory):
-    accepted = next(p for p in training_problems(answerable=True, count=10) if p.data["relation"] == "job")
+    accepted = next(p for p in training_problems(answerable=True, count=100) if p.data["relation"] == "job")
     name = index_name("accepted", "grounded")
     memory.add(name, [accepted.sample_id], [accepted.canonical], [{"label": accepted.data["answer"]}])
 
