@@ -7,7 +7,8 @@ corpus says, and to say "I do not know" where it says nothing?
 
 The base model has read the whole corpus and was taught the QA format on the first tier only
 (``workers.model.grounded_base``). Each round asks questions about every tier (training phrasings, held-out
-facts excluded), samples k closed-book answers per question, and runs the retrieval chain (evidence, format,
+facts excluded), samples k closed-book answers per question (half to the question as written, half with the
+answer begun by its subject: ``GroundedQA.renderings``), and runs the retrieval chain (evidence, format,
 self-consistency, novelty, decontamination: ``workers.verifier.retrieval_checks``; the evidence check picks,
 among the k answers, the one the corpus supports, and at least ``--agreement`` of them must say it; a question the
 corpus does not answer is labelled "I do not know" whatever the model said) against a FAISS
@@ -61,6 +62,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-abstentions-only", action="store_true",
                         help="accept 'I do not know' only where the model said it (default: the evidence check labels "
                              "every question the corpus does not answer with it)")
+    parser.add_argument("--no-guesses", action="store_true",
+                        help="ask each question only as written (default: also with the answer begun by its subject, "
+                             "GroundedQA.renderings)")
+    parser.add_argument("--unanswerable-share", type=float, default=0.25,
+                        help="share of each round's questions the corpus does not answer (GroundedQA)")
     parser.add_argument("--steps", type=int, default=300, help="LoRA steps per round")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> str:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = get_settings()
-    family = GroundedQA()
+    family = GroundedQA(guesses=not args.no_guesses, unanswerable_share=args.unanswerable_share)
     model_dir = args.model or ensure_grounded(settings.data_dir / "models" / "grounded", GroundedConfig())
     mode = "ablation" if args.ablation else "loop"
     out = args.out or settings.data_dir / "bench" / f"grounded-{mode}-{int(time.time())}"

@@ -8,8 +8,11 @@ verifier's evidence check retrieves passages and accepts only an answer they sup
 
 Some questions have no answer in the corpus: the attribute is missing from the person's passage, or the person
 is not in the world at all (training asks about a new name each time; the held-out suite about the world's own
-strangers, which training never names). Their accepted answer is ``UNKNOWN`` ("I do not know": the builtin model's characters
-have no apostrophe; "I don't know" and "I dont know" are read as the same answer).
+strangers, which training never names). Their accepted answer is ``UNKNOWN`` ("I do not know": the builtin
+model's characters have no apostrophe; "I don't know" and "I dont know" are read as the same answer).
+
+Every question is also asked with its answer begun by its subject (``renderings``): a model that abstains on
+what it has only read then says what it read, and the evidence check keeps it where the corpus states it.
 
 Difficulty is a tier of the world: the people are split into ``tiers`` groups, and tier ``d`` asks about group
 ``d`` only (with its own share of unanswerable questions). The base model is taught the QA format on the first
@@ -101,13 +104,15 @@ class GroundedQA(TaskFamily):
         eval_size: int = 60,
         name_distance: int = 3,
         fresh_strangers: bool = True,
+        guesses: bool = True,
     ) -> None:
         """``eval_share``: the share of each tier's facts held out for evaluation (never asked in training);
         ``eval_size``: answerable held-out questions per tier (plus a third as many unanswerable ones);
         ``name_distance``: the fewest edits between any two names of the world, strangers included;
         ``fresh_strangers``: training asks about a new name for every question about a stranger (drawn like the
         world's names, as far from every one of them), instead of the world's training strangers, so that what
-        is learnt is "a name I never read" rather than a list of names."""
+        is learnt is "a name I never read" rather than a list of names;
+        ``guesses``: ask every question a second way, with the answer begun by its subject (``renderings``)."""
         if not 1 <= easy_tiers <= tiers or tiers > entities:
             raise ValueError("need 1 <= easy_tiers <= tiers <= entities")
         if not 0.0 <= unanswerable_share < 1.0 or not 0.0 < eval_share < 1.0:
@@ -120,6 +125,7 @@ class GroundedQA(TaskFamily):
         self.eval_size = eval_size
         self.name_distance = name_distance
         self.fresh_strangers = fresh_strangers
+        self.guesses = guesses
         self.world: World = build_world(seed=seed, entities=entities, strangers=entities, name_distance=name_distance)
 
     # -- the corpus ---------------------------------------------------------------------------------------------
@@ -288,16 +294,31 @@ class GroundedQA(TaskFamily):
     def prompt(self, problem: Problem) -> str:
         return f"Q: {problem.canonical}. A:"
 
+    def renderings(self, problem: Problem) -> list[str]:
+        """The question as asked, then (with ``guesses``) the same question with the answer begun by its subject
+        (``Q: where does Kavo live. A: Kavo``). A model taught to abstain on a name it was never asked about
+        abstains on everyone it has only read about; begun this way, the answer can only go on with what the
+        model read, and the evidence check keeps it only where the corpus states it. What is kept trains on the
+        plain prompt (``training_example``), so the model learns to answer such questions unprompted."""
+        prompt = self.prompt(problem)
+        if not self.guesses:
+            return [prompt]
+        subject = self.subject(problem)
+        return [prompt, f"{prompt} {subject}" if subject else prompt]
+
     def read_answer(self, problem: Problem, completion: str) -> str | None:
         """The value an answer states. Answers are written as the corpus writes facts (``Kavo lives in Tesa.``);
-        a statement about another person or another relation answers nothing (None); a bare value (``Tesa.``,
-        as a real LLM may answer) is read as it is."""
+        a statement about another person or another relation answers nothing (None); a statement without its
+        subject (``lives in Tesa.``: the rest of an answer begun for the model, see ``renderings``) is about the
+        question's subject; a bare value (``Tesa.``, as a real LLM may answer) is read as it is."""
         answer = " ".join(completion.strip().split(".", 1)[0].split())
         if not answer:
             return None
         if answer.lower() in _UNKNOWN_FORMS:
             return UNKNOWN
         stated = statement(answer)
+        if stated is None and problem.data.get("entity"):
+            stated = statement(f"{problem.data['entity']} {answer}")
         if stated is None:
             return answer
         entity, relation, value = stated

@@ -132,6 +132,21 @@ def test_answers_are_read_back_and_abstentions_are_one_answer():
     assert FAMILY.plausible(home, "Tesa")[0] and not FAMILY.plausible(home, "tesa")[0]
 
 
+def test_every_question_is_also_asked_with_its_answer_begun_and_the_rest_is_read_as_its_answer():
+    problem = next(p for p in FAMILY.make_problems(2, 100, random.Random(3)) if p.data["relation"] == "home")
+    entity = problem.data["entity"]
+    plain, begun = FAMILY.renderings(problem)
+    assert plain == FAMILY.prompt(problem) and begun == f"{plain} {entity}"
+    # What the model writes after the subject is read as a statement about the subject, nothing else.
+    full = FAMILY.write_answer(problem, "Tesa")
+    assert full.startswith(f" {entity} ") and FAMILY.read_answer(problem, full[len(entity) + 1:]) == "Tesa"
+    assert FAMILY.read_answer(problem, " works as a cook.") is None  # another attribute answers nothing
+    assert FAMILY.read_answer(problem, " I do not know.") == UNKNOWN
+    written = FAMILY.problem_from_question("what is a good name")  # no subject: the question asked twice
+    assert FAMILY.renderings(written) == [FAMILY.prompt(written)] * 2
+    assert GroundedQA(guesses=False).renderings(problem) == [plain]
+
+
 def test_candidates_are_parsed_from_the_world_not_from_the_message():
     problem = FAMILY.make_problems(1, 1, random.Random(8))[0]
     parsed = FAMILY.parse_problem(problem.canonical, 1, {"answer": "forged"})

@@ -195,6 +195,24 @@ def test_abstaining_labels_what_the_corpus_does_not_answer_i_do_not_know_whateve
     assert not verdict.accepted and verdict.label is None
 
 
+def test_a_guess_begun_with_the_subject_is_kept_over_abstentions_only_where_the_corpus_states_it(memory):
+    abstaining = retrieval_chain(FAMILY, memory, RetrievalSettings(), agreement=0.3, sync_reference=False,
+                                 choose_supported=True, abstain_unsupported=True)
+    problem = next(p for p in training_problems(True, 40) if p.data["relation"] == "pet")
+    entity = problem.data["entity"]
+
+    def answered(guess):  # three plain abstentions, then three continuations of "A: <subject>"
+        rest = FAMILY.write_answer(problem, guess)[len(entity) + 1:]
+        candidate = Candidate(sample_id=problem.sample_id, family=FAMILY.name, difficulty=problem.difficulty,
+                              problem=problem.canonical, answers=[f" {UNKNOWN}."] * 3 + [rest] * 3)
+        return abstaining.verify(candidate, problem)
+
+    verdict = answered(problem.data["answer"])
+    assert verdict.accepted and verdict.label == problem.data["answer"]
+    assert FAMILY.training_example(problem, verdict.label, random.Random(0)).prompt == FAMILY.prompt(problem)
+    assert not answered(WRONG["pet"]).accepted
+
+
 def test_a_word_of_the_supporting_sentence_is_not_its_answer(chain):
     problem = next(p for p in training_problems(True, 40) if p.data["relation"] == "job")
     for word in ("a", "works", "as"):
