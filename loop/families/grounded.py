@@ -317,8 +317,9 @@ class GroundedQA(TaskFamily):
         if answer.lower() in _UNKNOWN_FORMS:
             return UNKNOWN
         stated = statement(answer)
-        if stated is None and problem.data.get("entity"):
-            stated = statement(f"{problem.data['entity']} {answer}")
+        subject = self.subject(problem)
+        if stated is None and subject:
+            stated = statement(f"{subject} {answer}")
         if stated is None:
             return answer
         entity, relation, value = stated
