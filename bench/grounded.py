@@ -38,6 +38,7 @@ import torch  # noqa: E402
 from loop.families.grounded import UNKNOWN, GroundedQA  # noqa: E402
 from schemas.messages import Candidate  # noqa: E402
 from services.settings import get_settings  # noqa: E402
+from workers.evaluator import abstention_threshold, scored_answers  # noqa: E402
 from workers.generator import GenerationEngine, SamplingSpec  # noqa: E402
 from workers.model.grounded_base import GroundedConfig, ensure_grounded, evaluate_rates  # noqa: E402
 from workers.trainer import LoraTrainingConfig, train_lora  # noqa: E402
@@ -72,6 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--replay-share", type=float, default=0.25)
     parser.add_argument("--ablation", action="store_true", help="train on the easy tier's QA only, same steps")
+    parser.add_argument("--max-hallucination", type=float, default=0.05,
+                        help="also answer only when sure: abstain below the probability at which at most this share "
+                             "of the calibration questions the corpus does not answer get an answer (negative: off)")
+    parser.add_argument("--calibration", type=int, default=200,
+                        help="calibration questions per tier (training phrasings and facts, new strangers; never the "
+                             "held-out suite)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -103,6 +110,25 @@ def verify_round(engine, family: GroundedQA, memory: Memory, chain, problems, sp
     if new_ids:
         memory.add(index_name("accepted", family.name), new_ids, new_texts, new_meta)
     return {"kept": kept, "label_accuracy": right / kept if kept else None, "abstentions": abstained}
+
+
+def measure(engine, family: GroundedQA, calibration: list, max_hallucination: float) -> dict:
+    """The held-out rates of the model's own greedy answers ("rates") and, where ``max_hallucination`` is not
+    negative, of its answers with the ones it is unsure of replaced by "I do not know" ("sure_rates"), at the
+    threshold calibrated on ``calibration`` ("threshold")."""
+    measured = {"rates": evaluate_rates(engine, family)}
+    if max_hallucination >= 0:
+        threshold = abstention_threshold(calibration, scored_answers(engine, family, calibration), family,
+                                         max_hallucination)
+        measured |= {"threshold": threshold, "sure_rates": evaluate_rates(engine, family, abstain_below=threshold)}
+    return measured
+
+
+def format_sure(measured: dict) -> str:
+    if "sure_rates" not in measured:
+        return ""
+    rates = measured["sure_rates"]["all"]
+    return f"  sure only (p>={measured['threshold']:.3f}): {rates['answerable']:.3f}/{rates['hallucination']:.3f}"
 
 
 def format_rates(rates: dict) -> str:
@@ -164,8 +190,11 @@ def main(argv: list[str] | None = None) -> str:
           f"(QA taught on tier 1..{family.easy_tiers}), mode {mode}, output {out}")
     print(f"{'round':>5} {'asked':>6} {'kept':>5} {'label_acc':>9} {'kept_idk':>8} {'answerable':>10} "
           f"{'hallucination':>13}  per tier answerable/hallucination  [minutes]")
-    rows = [{"round": 0, "rates": evaluate_rates(engine, family)}]
-    print(f"{0:>5} {'-':>6} {'-':>5} {'-':>9} {'-':>8} {format_rates(rows[0]['rates'])}", flush=True)
+    calibration = [p for tier in family.difficulties
+                   for p in family.make_problems(tier, args.calibration, random.Random(args.seed + 7 * tier))]
+    rows = [{"round": 0, **measure(engine, family, calibration, args.max_hallucination)}]
+    print(f"{0:>5} {'-':>6} {'-':>5} {'-':>9} {'-':>8} {format_rates(rows[0]['rates'])}{format_sure(rows[0])}",
+          flush=True)
     accepted: dict = {}
     started = time.monotonic()
     for round_no in range(1, args.rounds + 1):
@@ -183,15 +212,20 @@ def main(argv: list[str] | None = None) -> str:
                    config=lora.model_copy(update={"seed": args.seed + round_no}), snapshot_id=f"grounded-{round_no}",
                    replay=family.replay_examples)
         engine.use_adapter(name, out / name)
-        rates = evaluate_rates(engine, family)
+        measured = measure(engine, family, calibration, args.max_hallucination)
         minutes = (time.monotonic() - lap) / 60
-        rows.append({"round": round_no, "asked": len(problems), **kept, "rates": rates, "minutes": round(minutes, 2)})
+        rows.append({"round": round_no, "asked": len(problems), **kept, **measured, "minutes": round(minutes, 2)})
         label = "-" if kept["label_accuracy"] is None else f"{kept['label_accuracy']:.3f}"
         print(f"{round_no:>5} {len(problems) if not args.ablation else 0:>6} {kept['kept']:>5} {label:>9} "
-              f"{kept['abstentions']:>8} {format_rates(rates)}  [{minutes:.1f}]", flush=True)
+              f"{kept['abstentions']:>8} {format_rates(measured['rates'])}  [{minutes:.1f}]{format_sure(measured)}", flush=True)
     (out / "rounds.json").write_text(json.dumps(rows, indent=2))
     plot(rows, out / "grounded.png", f"held-out answerable accuracy and hallucination ({mode})")
     print(f"plot: {out / 'grounded.png'}")
+    if "sure_rates" in rows[-1]:
+        first, last = rows[0]["sure_rates"]["all"], rows[-1]["sure_rates"]["all"]
+        print(f"answering only when sure (at most {args.max_hallucination:.2f} of unanswerable calibration questions "
+              f"answered): answerable {first['answerable']:.2f} -> {last['answerable']:.2f}, hallucination on "
+              f"unanswerable {first['hallucination']:.2f} -> {last['hallucination']:.2f}")
     first, last = rows[0]["rates"]["all"], rows[-1]["rates"]["all"]
     line = (f"grounded: answerable {first['answerable']:.2f} -> {last['answerable']:.2f}, "
             f"hallucination on unanswerable {first['hallucination']:.2f} -> {last['hallucination']:.2f}")

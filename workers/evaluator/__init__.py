@@ -1,5 +1,13 @@
 """The evaluator role: held-out suites, never trained on."""
 
-from workers.evaluator.heldout import evaluate_family, heldout_answers, mastered_difficulty
+from workers.evaluator.heldout import (
+    abstention_threshold,
+    evaluate_family,
+    greedy_answers,
+    heldout_answers,
+    mastered_difficulty,
+    scored_answers,
+)
 
-__all__ = ["evaluate_family", "heldout_answers", "mastered_difficulty"]
+__all__ = ["abstention_threshold", "evaluate_family", "greedy_answers", "heldout_answers", "mastered_difficulty",
+           "scored_answers"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 
 from loop.families.base import Problem, TaskFamily
 from loop.policy import mastered as mastered_difficulty  # noqa: F401 - the one definition, re-exported
@@ -11,16 +12,72 @@ from workers.generator.engine import GenerationEngine, SamplingSpec
 
 
 def heldout_answers(
-    engine: GenerationEngine, family: TaskFamily, difficulty: int, *, max_new_tokens: int | None = None
+    engine: GenerationEngine, family: TaskFamily, difficulty: int, *, max_new_tokens: int | None = None,
+    abstain_below: float | None = None,
 ) -> tuple[list[Problem], list[str | None]]:
-    """The suite of one difficulty and the active model's greedy answers to it, read back (None: malformed)."""
+    """The suite of one difficulty and the active model's greedy answers to it, read back (None: malformed);
+    ``abstain_below``: see ``greedy_answers``."""
     suite = family.eval_suite(difficulty)
-    if not suite:
-        return [], []
-    budget = max_new_tokens or max(family.answer_budget(p) for p in suite)
-    completions = engine.generate([family.prompt(p) for p in suite],
-                                  SamplingSpec(k=1, greedy_first=True, max_new_tokens=budget))
-    return suite, [family.read_answer(p, c[0]) for p, c in zip(suite, completions, strict=True)]
+    return suite, greedy_answers(engine, family, suite, max_new_tokens=max_new_tokens, abstain_below=abstain_below)
+
+
+def greedy_answers(
+    engine: GenerationEngine, family: TaskFamily, problems: Sequence[Problem], *, max_new_tokens: int | None = None,
+    abstain_below: float | None = None,
+) -> list[str | None]:
+    """The active model's greedy answers, read back. With ``abstain_below`` (for a family that has an abstention,
+    ``family.unknown_answer``), any answer the model gave a probability below it is replaced by the abstention:
+    answering only when sure (``abstention_threshold`` picks the probability)."""
+    if not problems:
+        return []
+    if abstain_below is None:
+        budget = max_new_tokens or max(family.answer_budget(p) for p in problems)
+        completions = engine.generate([family.prompt(p) for p in problems],
+                                      SamplingSpec(k=1, greedy_first=True, max_new_tokens=budget))
+        return [family.read_answer(p, c[0]) for p, c in zip(problems, completions, strict=True)]
+    unknown = _unknown_answer(family)
+    return [unknown if probability < abstain_below else answer
+            for answer, probability in scored_answers(engine, family, problems, max_new_tokens=max_new_tokens)]
+
+
+def scored_answers(
+    engine: GenerationEngine, family: TaskFamily, problems: Sequence[Problem], *, max_new_tokens: int | None = None
+) -> list[tuple[str | None, float]]:
+    """(answer read back, the probability the model gave its completion) of each greedy answer; an abstention
+    counts as sure (probability 1.0): it is never replaced."""
+    if not problems:
+        return []
+    unknown = _unknown_answer(family)
+    budget = max_new_tokens or max(family.answer_budget(p) for p in problems)
+    scored = engine.generate_scored([family.prompt(p) for p in problems], budget)
+    answers = [family.read_answer(p, text) for p, (text, _) in zip(problems, scored, strict=True)]
+    return [(a, 1.0 if a == unknown else probability) for a, (_, probability) in zip(answers, scored, strict=True)]
+
+
+def abstention_threshold(
+    problems: Sequence[Problem], scored: Sequence[tuple[str | None, float]], family: TaskFamily,
+    max_hallucination: float,
+) -> float:
+    """The lowest probability to answer at such that at most ``max_hallucination`` of the unanswerable
+    ``problems`` (``family.true_answer`` is the abstention) get an answer other than the abstention, from their
+    ``scored_answers``: calibrated on questions with known truths, never on the suite it is then used on."""
+    if not 0.0 <= max_hallucination <= 1.0:
+        raise ValueError("max_hallucination is a share in [0, 1]")
+    unknown = _unknown_answer(family)
+    unanswerable = [(a, p) for problem, (a, p) in zip(problems, scored, strict=True)
+                    if family.true_answer(problem) == unknown]
+    answered = sorted((p for a, p in unanswerable if a != unknown), reverse=True)
+    allowed = math.floor(max_hallucination * len(unanswerable) + 1e-9)
+    if len(answered) <= allowed:
+        return 0.0
+    return math.nextafter(answered[allowed], math.inf)  # that answer and every less sure one abstain
+
+
+def _unknown_answer(family: TaskFamily) -> str:
+    unknown = getattr(family, "unknown_answer", None)
+    if unknown is None:
+        raise ValueError(f"the {family.name} family has no abstention to answer with")
+    return unknown
 
 
 def evaluate_family(

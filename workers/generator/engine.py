@@ -101,6 +101,27 @@ class GenerationEngine:
                 mine.extend(texts)
         return answers
 
+    @torch.no_grad()
+    def generate_scored(self, prompts: list[str], max_new_tokens: int) -> list[tuple[str, float]]:
+        """One greedy completion per prompt with the probability the model gave it: the product of each generated
+        token's probability, up to and including the end of sequence (the whole completion where it has none)."""
+        scored: list[tuple[str, float]] = []
+        eos = self.tokenizer.eos_token_id
+        for start in range(0, len(prompts), self.batch_size):
+            batch = self.tokenizer(prompts[start : start + self.batch_size], return_tensors="pt",
+                                   padding=True).to(self.device)
+            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos,
+                                      output_logits=True, return_dict_in_generate=True)
+            new = out.sequences[:, batch["input_ids"].shape[1] :]
+            logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+            # A row that ended keeps being padded: only its tokens up to the first end of sequence count.
+            ended_before = (new == eos).long().cumsum(dim=1) - (new == eos).long()
+            totals = (logprobs * (ended_before == 0)).sum(dim=1).exp()
+            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            scored += [(text, float(p)) for text, p in zip(texts, totals.tolist(), strict=True)]
+        return scored
+
     def _run(self, prompts: list[str], n: int, temperature: float | None, spec: SamplingSpec) -> list[list[str]]:
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
         if temperature:

@@ -1,0 +1,70 @@
+import random
+
+import pytest
+
+from loop.families import get_family
+from loop.families.grounded import UNKNOWN, GroundedQA
+from workers.evaluator import abstention_threshold, greedy_answers, scored_answers
+
+
+@pytest.fixture(scope="module")
+def family():
+    return GroundedQA(entities=30, tiers=1)
+
+
+def _problems(family, count):
+    problems = family.make_problems(1, 200, random.Random(0))
+    answerable = [p for p in problems if p.data["answerable"]][:count]
+    unanswerable = [p for p in problems if not p.data["answerable"]][:count]
+    return answerable, unanswerable
+
+
+def test_the_threshold_keeps_hallucination_at_the_share_asked(family):
+    answerable, unanswerable = _problems(family, 10)
+    problems = answerable + unanswerable
+    # Sure and right on the answerable ones; on the unanswerable ones guesses at 0.1 .. 0.9, and one abstention.
+    scored = [(p.data["answer"], 0.95) for p in answerable]
+    scored += [(UNKNOWN, 1.0)] + [("Tesa", (i + 1) / 10) for i in range(9)]
+    assert abstention_threshold(problems, scored, family, 0.0) == pytest.approx(0.9)
+    assert abstention_threshold(problems, scored, family, 0.0) > 0.9  # the surest guess abstains too
+    threshold = abstention_threshold(problems, scored, family, 0.2)  # two of ten may be answered
+    kept = [a for a, p in scored[len(answerable):] if a != UNKNOWN and p >= threshold]
+    assert len(kept) == 2 and all(p >= threshold for _, p in scored[:len(answerable)])
+    assert abstention_threshold(problems, scored, family, 0.9) == 0.0  # nine guesses are allowed: none abstain
+    with pytest.raises(ValueError, match="share"):
+        abstention_threshold(problems, scored, family, 1.5)
+
+
+def test_only_a_family_with_an_abstention_can_abstain(family):
+    arithmetic = get_family("arithmetic")
+    with pytest.raises(ValueError, match="no abstention"):
+        abstention_threshold([], [], arithmetic, 0.05)
+
+
+class _ScriptedEngine:
+    """Greedy completions and their probabilities, as a generation engine would return them."""
+
+    def __init__(self, completions):
+        self.completions = completions
+
+    def generate(self, prompts, spec):
+        return [[self.completions[prompt][0]] for prompt in prompts]
+
+    def generate_scored(self, prompts, max_new_tokens):
+        return [self.completions[prompt] for prompt in prompts]
+
+
+def test_answers_the_model_is_unsure_of_become_abstentions(family):
+    answerable, unanswerable = _problems(family, 2)
+    sure, unsure = answerable
+    stranger, _ = unanswerable
+    completions = {
+        family.prompt(sure): (family.write_answer(sure, sure.data["answer"]), 0.9),
+        family.prompt(unsure): (family.write_answer(unsure, sure.data["answer"]), 0.3),
+        family.prompt(stranger): (f" {UNKNOWN}.", 0.2),
+    }
+    engine, problems = _ScriptedEngine(completions), [sure, unsure, stranger]
+    assert greedy_answers(engine, family, problems) == [sure.data["answer"], sure.data["answer"], UNKNOWN]
+    assert scored_answers(engine, family, problems) == [(sure.data["answer"], 0.9), (sure.data["answer"], 0.3),
+                                                        (UNKNOWN, 1.0)]
+    assert greedy_answers(engine, family, problems, abstain_below=0.5) == [sure.data["answer"], UNKNOWN, UNKNOWN]
