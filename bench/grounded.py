@@ -112,23 +112,31 @@ def verify_round(engine, family: GroundedQA, memory: Memory, chain, problems, sp
     return {"kept": kept, "label_accuracy": right / kept if kept else None, "abstentions": abstained}
 
 
+SURE_MODES = {"sure": 0, "sure_begun": -1}  # answering only when sure: to the question as written; to the answer
+# begun by its subject (the last rendering), where the model always states what it recalls and only its probability
+# decides whether that is said
+
+
 def measure(engine, family: GroundedQA, calibration: list, max_hallucination: float) -> dict:
     """The held-out rates of the model's own greedy answers ("rates") and, where ``max_hallucination`` is not
-    negative, of its answers with the ones it is unsure of replaced by "I do not know" ("sure_rates"), at the
-    threshold calibrated on ``calibration`` ("threshold")."""
+    negative, in each of ``SURE_MODES`` the rates of its answers with those it is unsure of replaced by "I do not
+    know" (``<mode>_rates``), at the threshold calibrated on ``calibration`` (``<mode>_threshold``)."""
     measured = {"rates": evaluate_rates(engine, family)}
-    if max_hallucination >= 0:
-        threshold = abstention_threshold(calibration, scored_answers(engine, family, calibration), family,
-                                         max_hallucination)
-        measured |= {"threshold": threshold, "sure_rates": evaluate_rates(engine, family, abstain_below=threshold)}
+    if max_hallucination < 0:
+        return measured
+    for mode, rendering in SURE_MODES.items():
+        scored = scored_answers(engine, family, calibration, rendering=rendering)
+        threshold = abstention_threshold(calibration, scored, family, max_hallucination)
+        measured[f"{mode}_threshold"] = threshold
+        measured[f"{mode}_rates"] = evaluate_rates(engine, family, abstain_below=threshold, rendering=rendering)
     return measured
 
 
 def format_sure(measured: dict) -> str:
-    if "sure_rates" not in measured:
-        return ""
-    rates = measured["sure_rates"]["all"]
-    return f"  sure only (p>={measured['threshold']:.3f}): {rates['answerable']:.3f}/{rates['hallucination']:.3f}"
+    return "".join(f"  {mode} (p>={measured[mode + '_threshold']:.3f}): "
+                   f"{measured[mode + '_rates']['all']['answerable']:.3f}/"
+                   f"{measured[mode + '_rates']['all']['hallucination']:.3f}"
+                   for mode in SURE_MODES if mode + "_rates" in measured)
 
 
 def format_rates(rates: dict) -> str:
@@ -221,11 +229,13 @@ def main(argv: list[str] | None = None) -> str:
     (out / "rounds.json").write_text(json.dumps(rows, indent=2))
     plot(rows, out / "grounded.png", f"held-out answerable accuracy and hallucination ({mode})")
     print(f"plot: {out / 'grounded.png'}")
-    if "sure_rates" in rows[-1]:
-        first, last = rows[0]["sure_rates"]["all"], rows[-1]["sure_rates"]["all"]
-        print(f"answering only when sure (at most {args.max_hallucination:.2f} of unanswerable calibration questions "
-              f"answered): answerable {first['answerable']:.2f} -> {last['answerable']:.2f}, hallucination on "
-              f"unanswerable {first['hallucination']:.2f} -> {last['hallucination']:.2f}")
+    for mode in SURE_MODES:
+        if f"{mode}_rates" in rows[-1]:
+            first, last = rows[0][f"{mode}_rates"]["all"], rows[-1][f"{mode}_rates"]["all"]
+            print(f"{mode}: answering only when sure (at most {args.max_hallucination:.2f} of the unanswerable "
+                  f"calibration questions answered): answerable {first['answerable']:.2f} -> "
+                  f"{last['answerable']:.2f}, hallucination on unanswerable {first['hallucination']:.2f} -> "
+                  f"{last['hallucination']:.2f}")
     first, last = rows[0]["rates"]["all"], rows[-1]["rates"]["all"]
     line = (f"grounded: answerable {first['answerable']:.2f} -> {last['answerable']:.2f}, "
             f"hallucination on unanswerable {first['hallucination']:.2f} -> {last['hallucination']:.2f}")

@@ -13,43 +13,49 @@ from workers.generator.engine import GenerationEngine, SamplingSpec
 
 def heldout_answers(
     engine: GenerationEngine, family: TaskFamily, difficulty: int, *, max_new_tokens: int | None = None,
-    abstain_below: float | None = None,
+    abstain_below: float | None = None, rendering: int = 0,
 ) -> tuple[list[Problem], list[str | None]]:
     """The suite of one difficulty and the active model's greedy answers to it, read back (None: malformed);
-    ``abstain_below``: see ``greedy_answers``."""
+    ``abstain_below`` and ``rendering``: see ``greedy_answers``."""
     suite = family.eval_suite(difficulty)
-    return suite, greedy_answers(engine, family, suite, max_new_tokens=max_new_tokens, abstain_below=abstain_below)
+    return suite, greedy_answers(engine, family, suite, max_new_tokens=max_new_tokens, abstain_below=abstain_below,
+                                 rendering=rendering)
 
 
 def greedy_answers(
     engine: GenerationEngine, family: TaskFamily, problems: Sequence[Problem], *, max_new_tokens: int | None = None,
-    abstain_below: float | None = None,
+    abstain_below: float | None = None, rendering: int = 0,
 ) -> list[str | None]:
     """The active model's greedy answers, read back. With ``abstain_below`` (for a family that has an abstention,
     ``family.unknown_answer``), any answer the model gave a probability below it is replaced by the abstention:
-    answering only when sure (``abstention_threshold`` picks the probability)."""
+    answering only when sure (``abstention_threshold`` picks the probability). ``rendering``: which of
+    ``family.renderings`` the model is asked (0, the prompt as written; for the grounded family, 1 begins the
+    answer with its subject, so that the model states what it recalls and its probability decides)."""
     if not problems:
         return []
-    if abstain_below is None:
+    if abstain_below is None and rendering == 0:
         budget = max_new_tokens or max(family.answer_budget(p) for p in problems)
         completions = engine.generate([family.prompt(p) for p in problems],
                                       SamplingSpec(k=1, greedy_first=True, max_new_tokens=budget))
         return [family.read_answer(p, c[0]) for p, c in zip(problems, completions, strict=True)]
     unknown = _unknown_answer(family)
-    return [unknown if probability < abstain_below else answer
-            for answer, probability in scored_answers(engine, family, problems, max_new_tokens=max_new_tokens)]
+    threshold = abstain_below if abstain_below is not None else 0.0
+    return [unknown if probability < threshold else answer
+            for answer, probability in scored_answers(engine, family, problems, max_new_tokens=max_new_tokens,
+                                                      rendering=rendering)]
 
 
 def scored_answers(
-    engine: GenerationEngine, family: TaskFamily, problems: Sequence[Problem], *, max_new_tokens: int | None = None
+    engine: GenerationEngine, family: TaskFamily, problems: Sequence[Problem], *, max_new_tokens: int | None = None,
+    rendering: int = 0,
 ) -> list[tuple[str | None, float]]:
-    """(answer read back, the probability the model gave its completion) of each greedy answer; an abstention
-    counts as sure (probability 1.0): it is never replaced."""
+    """(answer read back, the probability the model gave its completion) of each greedy answer to rendering
+    ``rendering`` of each problem; an abstention counts as sure (probability 1.0): it is never replaced."""
     if not problems:
         return []
     unknown = _unknown_answer(family)
     budget = max_new_tokens or max(family.answer_budget(p) for p in problems)
-    scored = engine.generate_scored([family.prompt(p) for p in problems], budget)
+    scored = engine.generate_scored([family.renderings(p)[rendering] for p in problems], budget)
     answers = [family.read_answer(p, text) for p, (text, _) in zip(problems, scored, strict=True)]
     return [(a, 1.0 if a == unknown else probability) for a, (_, probability) in zip(answers, scored, strict=True)]
 

@@ -91,15 +91,18 @@ def training_batch(family: GroundedQA, passages: list[str], config: GroundedConf
     return batch + family.replay_examples(rng, config.batch_size - n_text)
 
 
-def evaluate_rates(engine, family: GroundedQA, abstain_below: float | None = None) -> dict[str, dict[str, float]]:
+def evaluate_rates(engine, family: GroundedQA, abstain_below: float | None = None,
+                   rendering: int = 0) -> dict[str, dict[str, float]]:
     """Answerable accuracy and hallucination on each tier's held-out suite and on all of them ("all"), greedy and
     closed-book, with the engine's active adapter; ``abstain_below``: answer "I do not know" wherever the model
-    gave its answer a lower probability (``workers.evaluator.greedy_answers``)."""
+    gave its answer a lower probability, to rendering ``rendering`` of each question
+    (``workers.evaluator.greedy_answers``)."""
     from workers.evaluator import heldout_answers
 
     rates, pooled_problems, pooled_answers = {}, [], []
     for tier in family.difficulties:
-        problems, answers = heldout_answers(engine, family, tier, abstain_below=abstain_below)
+        problems, answers = heldout_answers(engine, family, tier, abstain_below=abstain_below,
+                                            rendering=rendering)
         rates[str(tier)] = family.answer_rates(problems, answers)
         pooled_problems += problems
         pooled_answers += answers

@@ -68,3 +68,19 @@ def test_answers_the_model_is_unsure_of_become_abstentions(family):
     assert scored_answers(engine, family, problems) == [(sure.data["answer"], 0.9), (sure.data["answer"], 0.3),
                                                         (UNKNOWN, 1.0)]
     assert greedy_answers(engine, family, problems, abstain_below=0.5) == [sure.data["answer"], UNKNOWN, UNKNOWN]
+
+
+def test_begun_answers_are_read_and_withheld_alike(family):
+    answerable, unanswerable = _problems(family, 1)
+    (known,), (stranger,) = answerable, unanswerable
+    assert family.renderings(known)[-1].endswith(f"A: {known.data['entity']}")
+    completions = {  # after "A: Kavo" the model goes on with what it recalls, sure or not
+        family.renderings(known)[-1]: (
+            family.write_answer(known, known.data["answer"]).split(known.data["entity"], 1)[1], 0.8),
+        family.renderings(stranger)[-1]: (
+            family.write_answer(stranger, "Tesa").split(stranger.data["entity"], 1)[1], 0.1),
+    }
+    engine = _ScriptedEngine(completions)
+    assert greedy_answers(engine, family, [known, stranger], rendering=-1) == [known.data["answer"], "Tesa"]
+    assert greedy_answers(engine, family, [known, stranger], rendering=-1, abstain_below=0.5) == [
+        known.data["answer"], UNKNOWN]
