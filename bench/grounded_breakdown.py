@@ -4,8 +4,8 @@
     python bench/grounded_breakdown.py --model data/models/grounded --adapter DIR/round-008
 
 Per tier, greedy and closed-book:
-- passage recall: the model completes the corpus's own sentence (``Kavo lives in`` -> ``Tesa``), the ceiling of
-  anything it can answer;
+- passage recall: the model completes a sentence of its reading (``Kavo lives in`` -> ``Tesa``; ``Kavo is aged``
+  -> ``42``, since ``Kavo is`` may go on with any of several facts), the ceiling of anything it can answer;
 - answerable accuracy (and the share answered "I do not know") for facts training may ask about (asked in the
   base model's training for the easy tier only; the loop asks about every tier) and for held-out facts, each in training phrasings and in held-out phrasings: which of the two gaps (a fact never asked about, a
   phrasing never trained on) costs what;
@@ -23,8 +23,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loop.families.grounded import UNKNOWN, GroundedQA  # noqa: E402
-from loop.families.world import RELATIONS  # noqa: E402
+from workers.model.grounded_base import READING_FORMS  # noqa: E402
 from workers.generator import GenerationEngine, SamplingSpec  # noqa: E402
+
+
+def _recall_prefixes() -> dict[str, str]:
+    """Per relation, the start of the first of its reading wordings (the corpus's own first) that no wording of
+    another relation starts with: ``Kavo is `` could go on with any of several facts, ``Kavo is aged `` only
+    with the age."""
+    prefixes = {}
+    for relation, forms in READING_FORMS.items():
+        others = [form for r, fs in READING_FORMS.items() if r != relation for form in fs]
+        starts = [form.split("{v}")[0] for form in forms]
+        prefixes[relation] = next(start for start in starts if not any(o.startswith(start) for o in others))
+    return prefixes
+
+
+RECALL_PREFIXES = _recall_prefixes()
 
 
 def answered(engine, family: GroundedQA, problems) -> tuple[float, float]:
@@ -56,7 +71,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         row = {"tier": tier}
         known = family.facts(tier, "known", held_out=False) + family.facts(tier, "known", held_out=True)
         sample = rng.sample(known, min(args.per_cell, len(known)))
-        prompts = [RELATIONS[r].split("{v}")[0].format(e=e) for e, r in sample]
+        prompts = [RECALL_PREFIXES[r].format(e=e) for e, r in sample]
         outputs = engine.generate(prompts, SamplingSpec(k=1, max_new_tokens=12))
         row["recall"] = sum(o[0].strip().split(".")[0].split(" ")[0] == family.world.fact(e, r)
                             for o, (e, r) in zip(outputs, sample, strict=True)) / len(sample)
