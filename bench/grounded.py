@@ -24,6 +24,7 @@ held-out questions answered with anything but "I do not know").
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import shlex
@@ -75,10 +76,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ablation", action="store_true", help="train on the easy tier's QA only, same steps")
     parser.add_argument("--max-hallucination", type=float, default=0.05,
                         help="also answer only when sure: abstain below the probability at which at most this share "
-                             "of the calibration questions the corpus does not answer get an answer (negative: off)")
+                             "of the calibration questions the corpus does not answer get an answer, strangers and "
+                             "missing attributes each (negative: off)")
     parser.add_argument("--calibration", type=int, default=200,
                         help="calibration questions per tier (training phrasings and facts, new strangers; never the "
                              "held-out suite)")
+    parser.add_argument("--remeasure", type=Path, default=None,
+                        help="train nothing: measure the base and each round's adapter (round-NNN) of an earlier "
+                             "run's output directory again, e.g. with other --max-hallucination or --calibration")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -112,9 +117,9 @@ def verify_round(engine, family: GroundedQA, memory: Memory, chain, problems, sp
     return {"kept": kept, "label_accuracy": right / kept if kept else None, "abstentions": abstained}
 
 
-SURE_MODES = {"sure": 0, "sure_begun": -1}  # answering only when sure: to the question as written; to the answer
-# begun by its subject (the last rendering), where the model always states what it recalls and only its probability
-# decides whether that is said
+# Answering only when sure: to the question as written; to the answer begun by its subject (the last rendering),
+# where the model always states what it recalls and only its probability decides whether that is said.
+SURE_MODES = {"sure": scored_answers, "sure_begun": functools.partial(scored_answers, rendering=-1)}
 
 
 def measure(engine, family: GroundedQA, calibration: list, max_hallucination: float) -> dict:
@@ -124,11 +129,16 @@ def measure(engine, family: GroundedQA, calibration: list, max_hallucination: fl
     measured = {"rates": evaluate_rates(engine, family)}
     if max_hallucination < 0:
         return measured
-    for mode, rendering in SURE_MODES.items():
-        scored = scored_answers(engine, family, calibration, rendering=rendering)
-        threshold = abstention_threshold(calibration, scored, family, max_hallucination)
-        measured[f"{mode}_threshold"] = threshold
-        measured[f"{mode}_rates"] = evaluate_rates(engine, family, abstain_below=threshold, rendering=rendering)
+    suites = {str(tier): family.eval_suite(tier) for tier in family.difficulties}
+    for mode, scorer in SURE_MODES.items():
+        threshold = abstention_threshold(calibration, scorer(engine, family, calibration), family, max_hallucination,
+                                         kind=family.kind)
+        answers = {tier: [UNKNOWN if p < threshold else a for a, p in scorer(engine, family, suite)]
+                   for tier, suite in suites.items()}
+        rates = {tier: family.answer_rates(suites[tier], answers[tier]) for tier in suites}
+        rates["all"] = family.answer_rates([p for s in suites.values() for p in s],
+                                           [a for tier in suites for a in answers[tier]])
+        measured[f"{mode}_threshold"], measured[f"{mode}_rates"] = threshold, rates
     return measured
 
 
@@ -180,6 +190,10 @@ def main(argv: list[str] | None = None) -> str:
     settings = get_settings()
     family = GroundedQA(guesses=not args.no_guesses, unanswerable_share=args.unanswerable_share)
     model_dir = args.model or ensure_grounded(settings.data_dir / "models" / "grounded", GroundedConfig())
+    calibration = [p for tier in family.difficulties
+                   for p in family.make_problems(tier, args.calibration, random.Random(args.seed + 7 * tier))]
+    if args.remeasure:
+        return remeasure(args, family, model_dir, calibration)
     mode = "ablation" if args.ablation else "loop"
     out = args.out or settings.data_dir / "bench" / f"grounded-{mode}-{int(time.time())}"
     out.mkdir(parents=True, exist_ok=True)
@@ -198,8 +212,6 @@ def main(argv: list[str] | None = None) -> str:
           f"(QA taught on tier 1..{family.easy_tiers}), mode {mode}, output {out}")
     print(f"{'round':>5} {'asked':>6} {'kept':>5} {'label_acc':>9} {'kept_idk':>8} {'answerable':>10} "
           f"{'hallucination':>13}  per tier answerable/hallucination  [minutes]")
-    calibration = [p for tier in family.difficulties
-                   for p in family.make_problems(tier, args.calibration, random.Random(args.seed + 7 * tier))]
     rows = [{"round": 0, **measure(engine, family, calibration, args.max_hallucination)}]
     print(f"{0:>5} {'-':>6} {'-':>5} {'-':>9} {'-':>8} {format_rates(rows[0]['rates'])}{format_sure(rows[0])}",
           flush=True)
@@ -229,11 +241,30 @@ def main(argv: list[str] | None = None) -> str:
     (out / "rounds.json").write_text(json.dumps(rows, indent=2))
     plot(rows, out / "grounded.png", f"held-out answerable accuracy and hallucination ({mode})")
     print(f"plot: {out / 'grounded.png'}")
+    return summarize(rows, args.max_hallucination)
+
+
+def remeasure(args: argparse.Namespace, family: GroundedQA, model_dir: Path, calibration: list) -> str:
+    """The base and every round's adapter of ``args.remeasure``, measured again; nothing is trained."""
+    engine = GenerationEngine(model_dir)
+    rows = [{"round": 0, **measure(engine, family, calibration, args.max_hallucination)}]
+    print(f"{0:>5} {format_rates(rows[0]['rates'])}{format_sure(rows[0])}", flush=True)
+    for adapter in sorted(args.remeasure.glob("round-[0-9][0-9][0-9]")):
+        engine.use_adapter(adapter.name, adapter)
+        rows.append({"round": int(adapter.name.split("-")[1]),
+                     **measure(engine, family, calibration, args.max_hallucination)})
+        print(f"{rows[-1]['round']:>5} {format_rates(rows[-1]['rates'])}{format_sure(rows[-1])}", flush=True)
+    (args.remeasure / "remeasured.json").write_text(json.dumps(rows, indent=2))
+    return summarize(rows, args.max_hallucination)
+
+
+def summarize(rows: list[dict], max_hallucination: float) -> str:
+    """The first and last round, answering only when sure in each of ``SURE_MODES``, then the final line."""
     for mode in SURE_MODES:
         if f"{mode}_rates" in rows[-1]:
             first, last = rows[0][f"{mode}_rates"]["all"], rows[-1][f"{mode}_rates"]["all"]
-            print(f"{mode}: answering only when sure (at most {args.max_hallucination:.2f} of the unanswerable "
-                  f"calibration questions answered): answerable {first['answerable']:.2f} -> "
+            print(f"{mode}: answering only when sure (at most {max_hallucination:.2f} of the unanswerable "
+                  f"calibration questions of each kind answered): answerable {first['answerable']:.2f} -> "
                   f"{last['answerable']:.2f}, hallucination on unanswerable {first['hallucination']:.2f} -> "
                   f"{last['hallucination']:.2f}")
     first, last = rows[0]["rates"]["all"], rows[-1]["rates"]["all"]

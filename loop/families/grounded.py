@@ -137,6 +137,16 @@ class GroundedQA(TaskFamily):
     def difficulties(self) -> range:
         return range(1, self.tiers + 1)
 
+    def kind(self, problem: Problem) -> str | None:
+        """What a question asks about: "known" (a fact the corpus states), "missing" (an attribute its person
+        lacks) or "stranger" (a name the corpus never mentions); None for a question written freely."""
+        entity, relation = problem.data.get("entity"), problem.data.get("relation")
+        if not entity or relation not in RELATIONS:
+            return None
+        if entity not in self.world.people:
+            return "stranger"
+        return "known" if self.world.fact(entity, relation) is not None else "missing"
+
     def subject(self, problem: Problem) -> str | None:
         """The person a question is about: what a passage must mention to answer it."""
         return problem.data.get("entity") or _capitalized(problem.canonical)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 
 from loop.families.base import Problem, TaskFamily
 from loop.policy import mastered as mastered_difficulty  # noqa: F401 - the one definition, re-exported
@@ -62,16 +62,24 @@ def scored_answers(
 
 def abstention_threshold(
     problems: Sequence[Problem], scored: Sequence[tuple[str | None, float]], family: TaskFamily,
-    max_hallucination: float,
+    max_hallucination: float, *, kind: Callable[[Problem], Hashable] | None = None,
 ) -> float:
     """The lowest probability to answer at such that at most ``max_hallucination`` of the unanswerable
     ``problems`` (``family.true_answer`` is the abstention) get an answer other than the abstention, from their
-    ``scored_answers``: calibrated on questions with known truths, never on the suite it is then used on."""
+    ``scored_answers``: calibrated on questions with known truths, never on the suite it is then used on. With
+    ``kind``, the share holds for each kind of unanswerable question apart (the highest of their thresholds), so
+    that it does not depend on how the kinds are mixed."""
     if not 0.0 <= max_hallucination <= 1.0:
         raise ValueError("max_hallucination is a share in [0, 1]")
     unknown = _unknown_answer(family)
-    unanswerable = [(a, p) for problem, (a, p) in zip(problems, scored, strict=True)
-                    if family.true_answer(problem) == unknown]
+    groups: dict[Hashable, list[tuple[str | None, float]]] = {}
+    for problem, (answer, probability) in zip(problems, scored, strict=True):
+        if family.true_answer(problem) == unknown:
+            groups.setdefault(kind(problem) if kind else None, []).append((answer, probability))
+    return max((_threshold(group, unknown, max_hallucination) for group in groups.values()), default=0.0)
+
+
+def _threshold(unanswerable: list[tuple[str | None, float]], unknown: str, max_hallucination: float) -> float:
     answered = sorted((p for a, p in unanswerable if a != unknown), reverse=True)
     allowed = math.floor(max_hallucination * len(unanswerable) + 1e-9)
     if len(answered) <= allowed:

@@ -84,3 +84,29 @@ def test_begun_answers_are_read_and_withheld_alike(family):
     assert greedy_answers(engine, family, [known, stranger], rendering=-1) == [known.data["answer"], "Tesa"]
     assert greedy_answers(engine, family, [known, stranger], rendering=-1, abstain_below=0.5) == [
         known.data["answer"], UNKNOWN]
+
+
+def test_with_kinds_the_share_holds_for_each_kind_of_unanswerable_question(family):
+    _, unanswerable = _problems(family, 40)
+    strangers = [p for p in unanswerable if family.kind(p) == "stranger"][:10]
+    missing = [p for p in unanswerable if family.kind(p) == "missing"][:10]
+    assert len(strangers) == len(missing) == 10
+    # The model abstains on every missing attribute and guesses about every stranger, at 0.1 .. 1.0.
+    scored = [(UNKNOWN, 1.0)] * 10 + [("Tesa", (i + 1) / 10) for i in range(10)]
+    problems = missing + strangers
+    pooled = abstention_threshold(problems, scored, family, 0.5)  # ten of twenty may be answered: all guesses
+    assert pooled == 0.0
+    apart = abstention_threshold(problems, scored, family, 0.5, kind=family.kind)  # five of the ten strangers
+    assert apart == pytest.approx(0.5) and apart > 0.5
+
+
+def test_a_question_says_what_it_asks_about(family):
+    problems = family.make_problems(1, 200, random.Random(1))
+    kinds = {family.kind(p) for p in problems}
+    assert kinds == {"known", "missing", "stranger"}
+    for problem in problems:
+        answerable = family.kind(problem) == "known"
+        assert answerable == problem.data["answerable"]
+        assert (family.kind(problem) == "stranger") == (problem.data["entity"] not in family.world.people)
+    assert family.kind(family.problem_from_question("what is the weather like for Kavo")) is None
+
