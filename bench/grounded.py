@@ -69,6 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "GroundedQA.renderings)")
     parser.add_argument("--unanswerable-share", type=float, default=0.25,
                         help="share of each round's questions the corpus does not answer (GroundedQA)")
+    parser.add_argument("--missing-share", type=float, default=0.5,
+                        help="share of those that ask about an attribute a known person lacks; the rest ask about "
+                             "strangers (GroundedQA)")
     parser.add_argument("--steps", type=int, default=300, help="LoRA steps per round")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -188,7 +191,8 @@ def main(argv: list[str] | None = None) -> str:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = get_settings()
-    family = GroundedQA(guesses=not args.no_guesses, unanswerable_share=args.unanswerable_share)
+    family = GroundedQA(guesses=not args.no_guesses, unanswerable_share=args.unanswerable_share,
+                        missing_share=args.missing_share)
     model_dir = args.model or ensure_grounded(settings.data_dir / "models" / "grounded", GroundedConfig())
     calibration = [p for tier in family.difficulties
                    for p in family.make_problems(tier, args.calibration, random.Random(args.seed + 7 * tier))]

@@ -100,13 +100,16 @@ class GroundedQA(TaskFamily):
         tiers: int = 3,
         easy_tiers: int = 1,
         unanswerable_share: float = 0.25,
+        missing_share: float = 0.5,
         eval_share: float = 0.2,
         eval_size: int = 60,
         name_distance: int = 3,
         fresh_strangers: bool = True,
         guesses: bool = True,
     ) -> None:
-        """``eval_share``: the share of each tier's facts held out for evaluation (never asked in training);
+        """``missing_share``: the share of training's unanswerable questions that ask about an attribute a known
+        person lacks (the rest ask about strangers); ``eval_share``: the share of each tier's facts held out for
+        evaluation (never asked in training);
         ``eval_size``: answerable held-out questions per tier (plus a third as many unanswerable ones);
         ``name_distance``: the fewest edits between any two names of the world, strangers included;
         ``fresh_strangers``: training asks about a new name for every question about a stranger (drawn like the
@@ -115,12 +118,13 @@ class GroundedQA(TaskFamily):
         ``guesses``: ask every question a second way, with the answer begun by its subject (``renderings``)."""
         if not 1 <= easy_tiers <= tiers or tiers > entities:
             raise ValueError("need 1 <= easy_tiers <= tiers <= entities")
-        if not 0.0 <= unanswerable_share < 1.0 or not 0.0 < eval_share < 1.0:
-            raise ValueError("unanswerable_share must be in [0, 1) and eval_share in (0, 1)")
+        if not 0.0 <= unanswerable_share < 1.0 or not 0.0 < eval_share < 1.0 or not 0.0 <= missing_share <= 1.0:
+            raise ValueError("unanswerable_share must be in [0, 1), eval_share in (0, 1) and missing_share in [0, 1]")
         self.seed = seed
         self.tiers = tiers
         self.easy_tiers = easy_tiers
         self.unanswerable_share = unanswerable_share
+        self.missing_share = missing_share
         self.eval_share = eval_share
         self.eval_size = eval_size
         self.name_distance = name_distance
@@ -212,7 +216,8 @@ class GroundedQA(TaskFamily):
     # -- problems -------------------------------------------------------------------------------------------------
     def make_problems(self, difficulty: int, count: int, rng: random.Random) -> list[Problem]:
         """Training questions about tier ``difficulty`` (training phrasings, held-out facts excluded), with about
-        ``unanswerable_share`` of them unanswerable (a missing attribute or a stranger, half and half)."""
+        ``unanswerable_share`` of them unanswerable: about a missing attribute (``missing_share`` of them) or a
+        stranger."""
         self._check_difficulty(difficulty)
         pools = {kind: [f for f in facts if f not in self._held_out]
                  for kind, facts in self._facts[difficulty].items()}
@@ -223,7 +228,8 @@ class GroundedQA(TaskFamily):
             if rng.random() >= self.unanswerable_share or not (pools["missing"] or pools["stranger"]):
                 kind = "known"
             else:
-                kind = "missing" if pools["missing"] and (rng.random() < 0.5 or not pools["stranger"]) else "stranger"
+                kind = ("missing" if pools["missing"] and (rng.random() < self.missing_share or not pools["stranger"])
+                        else "stranger")
             if not pools[kind]:
                 kind = next(k for k in ("known", "missing", "stranger") if pools[k])
             if kind == "stranger" and self.fresh_strangers:

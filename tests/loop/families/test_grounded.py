@@ -82,6 +82,19 @@ def test_training_problems_are_of_their_tier_with_some_unanswerable():
         FAMILY.make_problems(4, 1, random.Random(0))
 
 
+def test_the_share_of_missing_attributes_among_unanswerable_questions_is_a_setting():
+    def kinds(family):
+        return [family.kind(p) for p in family.make_problems(2, 800, random.Random(0)) if family.kind(p) != "known"]
+
+    default = kinds(FAMILY)
+    assert 0.35 < default.count("missing") / len(default) < 0.65
+    assert set(kinds(GroundedQA(missing_share=0.0))) == {"stranger"}
+    assert set(kinds(GroundedQA(missing_share=1.0))) == {"missing"}
+    assert GroundedQA(missing_share=0.0).eval_suite(2) == FAMILY.eval_suite(2)  # the suite does not change
+    with pytest.raises(ValueError, match="missing_share"):
+        GroundedQA(missing_share=1.5)
+
+
 def test_training_asks_about_a_new_stranger_each_time_and_the_suite_about_the_worlds():
     from loop.families.world import _edits
 
