@@ -3,7 +3,7 @@ corpus says, and to say "I do not know" where it says nothing?
 
     python bench/grounded.py                        # cached grounded base model (trained on first use)
     python bench/grounded.py --ablation             # same training steps on the easy tier's QA only
-    python bench/grounded.py --rounds 4 --problems 600 --k 6 --temperature 1.0 --steps 300
+    python bench/grounded.py --rounds 6 --problems 300 --k 6 --temperature 1.0 --steps 600 --missing-share 0
 
 The base model has read the whole corpus and was taught the QA format on the first tier only
 (``workers.model.grounded_base``). Each round asks questions about every tier (training phrasings, held-out
@@ -15,7 +15,11 @@ corpus does not answer is labelled "I do not know" whatever the model said) agai
 memory in the output directory; accepted samples go into the memory's accepted index (so later rounds see
 them for novelty) and into training. A LoRA adapter is trained from the base on everything accepted so far plus
 replay of the easy tier, and the held-out suites (facts and phrasings training never uses, answerable and
-unanswerable) are answered greedily. Prints a table per round, writes a plot, and ends with one line:
+unanswerable) are answered greedily. Beside the model's own answers, each round reports them answered only when
+sure (``SURE_MODES``): below a probability calibrated on training questions (``--calibration`` per tier, at most
+``--max-hallucination`` of each kind of unanswerable one answered), an answer becomes "I do not know";
+``--remeasure DIR`` measures a finished run's adapters again without training. Prints a table per round, writes
+a plot, and ends with one line:
     grounded: answerable <A0> -> <A1>, hallucination on unanswerable <H0> -> <H1>
 (answerable: held-out accuracy on answerable questions, all tiers; hallucination: share of unanswerable
 held-out questions answered with anything but "I do not know").
@@ -52,9 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="a model directory (default: the grounded base)")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--minutes", type=float, default=30.0, help="budget for the rounds (bootstrap not counted)")
-    parser.add_argument("--problems", type=int, default=600, help="questions per tier per round")
+    parser.add_argument("--problems", type=int, default=300, help="questions per tier per round")
     parser.add_argument("--k", type=int, default=6, help="answers per question (the first greedy)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--agreement", type=float, default=0.3,
@@ -69,10 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "GroundedQA.renderings)")
     parser.add_argument("--unanswerable-share", type=float, default=0.25,
                         help="share of each round's questions the corpus does not answer (GroundedQA)")
-    parser.add_argument("--missing-share", type=float, default=0.5,
+    parser.add_argument("--missing-share", type=float, default=0.0,
                         help="share of those that ask about an attribute a known person lacks; the rest ask about "
-                             "strangers (GroundedQA)")
-    parser.add_argument("--steps", type=int, default=300, help="LoRA steps per round")
+                             "strangers (GroundedQA; taught to abstain on missing attributes, the model also abstains "
+                             "on facts it knows but was never asked about: docs/retrieval.md)")
+    parser.add_argument("--steps", type=int, default=600, help="LoRA steps per round")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--replay-share", type=float, default=0.25)
@@ -81,9 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also answer only when sure: abstain below the probability at which at most this share "
                              "of the calibration questions the corpus does not answer get an answer, strangers and "
                              "missing attributes each (negative: off)")
-    parser.add_argument("--calibration", type=int, default=200,
-                        help="calibration questions per tier (training phrasings and facts, new strangers; never the "
-                             "held-out suite)")
+    parser.add_argument("--calibration", type=int, default=400,
+                        help="calibration questions per tier (training phrasings and facts, new strangers, half "
+                             "unanswerable; never the held-out suite)")
     parser.add_argument("--remeasure", type=Path, default=None,
                         help="train nothing: measure the base and each round's adapter (round-NNN) of an earlier "
                              "run's output directory again, e.g. with other --max-hallucination or --calibration")
@@ -123,6 +128,15 @@ def verify_round(engine, family: GroundedQA, memory: Memory, chain, problems, sp
 # Answering only when sure: to the question as written; to the answer begun by its subject (the last rendering),
 # where the model always states what it recalls and only its probability decides whether that is said.
 SURE_MODES = {"sure": scored_answers, "sure_begun": functools.partial(scored_answers, rendering=-1)}
+
+
+def calibration_questions(per_tier: int, seed: int) -> list:
+    """Training questions (training facts and phrasings, new strangers) of every tier, half of them unanswerable
+    and those half strangers, half missing attributes, whatever mix the loop trains on: what the threshold
+    answers for is every kind of question a user may ask."""
+    family = GroundedQA(unanswerable_share=0.5, missing_share=0.5)
+    return [p for tier in family.difficulties
+            for p in family.make_problems(tier, per_tier, random.Random(seed + 7 * tier))]
 
 
 def measure(engine, family: GroundedQA, calibration: list, max_hallucination: float) -> dict:
@@ -194,8 +208,7 @@ def main(argv: list[str] | None = None) -> str:
     family = GroundedQA(guesses=not args.no_guesses, unanswerable_share=args.unanswerable_share,
                         missing_share=args.missing_share)
     model_dir = args.model or ensure_grounded(settings.data_dir / "models" / "grounded", GroundedConfig())
-    calibration = [p for tier in family.difficulties
-                   for p in family.make_problems(tier, args.calibration, random.Random(args.seed + 7 * tier))]
+    calibration = calibration_questions(args.calibration, args.seed)
     if args.remeasure:
         return remeasure(args, family, model_dir, calibration)
     mode = "ablation" if args.ablation else "loop"

@@ -41,7 +41,7 @@ class GroundedConfig:
     intermediate: int = 512
     batch_size: int = 64
     passage_share: float = 0.5  # share of every batch that is corpus text; the rest is easy-tier QA
-    steps: int = 2000  # about 17 min on two idle CPU cores
+    steps: int = 4000  # about 40 min on two idle CPU cores
     lr: float = 2e-3
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
