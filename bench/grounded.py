@@ -28,7 +28,6 @@ held-out questions answered with anything but "I do not know").
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import random
 import shlex
@@ -45,7 +44,7 @@ from schemas.messages import Candidate  # noqa: E402
 from services.settings import get_settings  # noqa: E402
 from workers.evaluator import abstention_threshold, scored_answers  # noqa: E402
 from workers.generator import GenerationEngine, SamplingSpec  # noqa: E402
-from workers.model.grounded_base import GroundedConfig, ensure_grounded, evaluate_rates  # noqa: E402
+from workers.model.grounded_base import GroundedConfig, ensure_grounded, pooled_rates  # noqa: E402
 from workers.trainer import LoraTrainingConfig, train_lora  # noqa: E402
 from workers.verifier.embeddings import get_embedder  # noqa: E402
 from workers.verifier.memory import Memory, RetrievalSettings, index_name  # noqa: E402
@@ -125,9 +124,9 @@ def verify_round(engine, family: GroundedQA, memory: Memory, chain, problems, sp
     return {"kept": kept, "label_accuracy": right / kept if kept else None, "abstentions": abstained}
 
 
-# Answering only when sure: to the question as written; to the answer begun by its subject (the last rendering),
-# where the model always states what it recalls and only its probability decides whether that is said.
-SURE_MODES = {"sure": scored_answers, "sure_begun": functools.partial(scored_answers, rendering=-1)}
+# Answering only when sure, by the rendering asked: the question as written; the answer begun by its subject (the
+# last rendering), where the model always states what it recalls and only its probability decides whether it is said.
+SURE_MODES = {"sure": 0, "sure_begun": -1}
 
 
 def calibration_questions(per_tier: int, seed: int) -> list:
@@ -142,20 +141,21 @@ def calibration_questions(per_tier: int, seed: int) -> list:
 def measure(engine, family: GroundedQA, calibration: list, max_hallucination: float) -> dict:
     """The held-out rates of the model's own greedy answers ("rates") and, where ``max_hallucination`` is not
     negative, in each of ``SURE_MODES`` the rates of its answers with those it is unsure of replaced by "I do not
-    know" (``<mode>_rates``), at the threshold calibrated on ``calibration`` (``<mode>_threshold``)."""
-    measured = {"rates": evaluate_rates(engine, family)}
+    know" (``<mode>_rates``), at the threshold calibrated on ``calibration`` (``<mode>_threshold``). The model's own
+    answers are the ones ``sure`` withholds from: they are generated once."""
+    suites = {str(tier): family.eval_suite(tier) for tier in family.difficulties}
+    own = {tier: scored_answers(engine, family, suite) for tier, suite in suites.items()}
+    measured = {"rates": pooled_rates(family, suites, {t: [a for a, _ in s] for t, s in own.items()})}
     if max_hallucination < 0:
         return measured
-    suites = {str(tier): family.eval_suite(tier) for tier in family.difficulties}
-    for mode, scorer in SURE_MODES.items():
-        threshold = abstention_threshold(calibration, scorer(engine, family, calibration), family, max_hallucination,
-                                         kind=family.kind)
-        answers = {tier: [UNKNOWN if p < threshold else a for a, p in scorer(engine, family, suite)]
-                   for tier, suite in suites.items()}
-        rates = {tier: family.answer_rates(suites[tier], answers[tier]) for tier in suites}
-        rates["all"] = family.answer_rates([p for s in suites.values() for p in s],
-                                           [a for tier in suites for a in answers[tier]])
-        measured[f"{mode}_threshold"], measured[f"{mode}_rates"] = threshold, rates
+    for mode, rendering in SURE_MODES.items():
+        threshold = abstention_threshold(calibration, scored_answers(engine, family, calibration, rendering=rendering),
+                                         family, max_hallucination, kind=family.kind)
+        scored = own if rendering == 0 else {
+            tier: scored_answers(engine, family, suite, rendering=rendering) for tier, suite in suites.items()}
+        answers = {tier: [UNKNOWN if p < threshold else a for a, p in s] for tier, s in scored.items()}
+        measured[f"{mode}_threshold"] = threshold
+        measured[f"{mode}_rates"] = pooled_rates(family, suites, answers)
     return measured
 
 

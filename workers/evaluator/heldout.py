@@ -12,14 +12,11 @@ from workers.generator.engine import GenerationEngine, SamplingSpec
 
 
 def heldout_answers(
-    engine: GenerationEngine, family: TaskFamily, difficulty: int, *, max_new_tokens: int | None = None,
-    abstain_below: float | None = None, rendering: int = 0,
+    engine: GenerationEngine, family: TaskFamily, difficulty: int, *, max_new_tokens: int | None = None
 ) -> tuple[list[Problem], list[str | None]]:
-    """The suite of one difficulty and the active model's greedy answers to it, read back (None: malformed);
-    ``abstain_below`` and ``rendering``: see ``greedy_answers``."""
+    """The suite of one difficulty and the active model's greedy answers to it, read back (None: malformed)."""
     suite = family.eval_suite(difficulty)
-    return suite, greedy_answers(engine, family, suite, max_new_tokens=max_new_tokens, abstain_below=abstain_below,
-                                 rendering=rendering)
+    return suite, greedy_answers(engine, family, suite, max_new_tokens=max_new_tokens)
 
 
 def greedy_answers(

@@ -91,22 +91,22 @@ def training_batch(family: GroundedQA, passages: list[str], config: GroundedConf
     return batch + family.replay_examples(rng, config.batch_size - n_text)
 
 
-def evaluate_rates(engine, family: GroundedQA, abstain_below: float | None = None,
-                   rendering: int = 0) -> dict[str, dict[str, float]]:
+def evaluate_rates(engine, family: GroundedQA) -> dict[str, dict[str, float]]:
     """Answerable accuracy and hallucination on each tier's held-out suite and on all of them ("all"), greedy and
-    closed-book, with the engine's active adapter; ``abstain_below``: answer "I do not know" wherever the model
-    gave its answer a lower probability, to rendering ``rendering`` of each question
-    (``workers.evaluator.greedy_answers``)."""
+    closed-book, with the engine's active adapter."""
     from workers.evaluator import heldout_answers
 
-    rates, pooled_problems, pooled_answers = {}, [], []
+    suites, answers = {}, {}
     for tier in family.difficulties:
-        problems, answers = heldout_answers(engine, family, tier, abstain_below=abstain_below,
-                                            rendering=rendering)
-        rates[str(tier)] = family.answer_rates(problems, answers)
-        pooled_problems += problems
-        pooled_answers += answers
-    rates["all"] = family.answer_rates(pooled_problems, pooled_answers)
+        suites[str(tier)], answers[str(tier)] = heldout_answers(engine, family, tier)
+    return pooled_rates(family, suites, answers)
+
+
+def pooled_rates(family: GroundedQA, suites: dict[str, list], answers: dict[str, list]) -> dict[str, dict[str, float]]:
+    """``family.answer_rates`` of each tier's suite and its answers, and of all of them together ("all")."""
+    rates = {tier: family.answer_rates(suites[tier], answers[tier]) for tier in suites}
+    rates["all"] = family.answer_rates([p for tier in suites for p in suites[tier]],
+                                       [a for tier in suites for a in answers[tier]])
     return rates
 
 
