@@ -18,11 +18,15 @@ replay of the easy tier, and the held-out suites (facts and phrasings training n
 unanswerable) are answered greedily. Beside the model's own answers, each round reports them answered only when
 sure (``SURE_MODES``): below a probability calibrated on training questions (``--calibration`` per tier, at most
 ``--max-hallucination`` of each kind of unanswerable one answered), an answer becomes "I do not know";
-``--remeasure DIR`` measures a finished run's adapters again without training. Prints a table per round, writes
-a plot, and ends with one line:
+``--remeasure DIR`` measures a finished run's adapters again without training. And each round reports the model's
+answers checked against its own recitation (``workers.evaluator.recitation_checked``): prompted with the subject's
+name, the model recites what it read about the person, closed-book, and an answer stands only where the
+recitation states it; otherwise it becomes "I do not know" (``--no-check``: not measured). Prints a table per
+round, writes a plot, and ends with one line:
     grounded: answerable <A0> -> <A1>, hallucination on unanswerable <H0> -> <H1>
 (answerable: held-out accuracy on answerable questions, all tiers; hallucination: share of unanswerable
-held-out questions answered with anything but "I do not know").
+held-out questions answered with anything but "I do not know"; of the checked answers, or with ``--no-check``
+of the model's answers as they are, which are also printed on the line before).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import torch  # noqa: E402
 from loop.families.grounded import UNKNOWN, GroundedQA  # noqa: E402
 from schemas.messages import Candidate  # noqa: E402
 from services.settings import get_settings  # noqa: E402
-from workers.evaluator import abstention_threshold, scored_answers  # noqa: E402
+from workers.evaluator import abstention_threshold, recitation_checked, scored_answers  # noqa: E402
 from workers.generator import GenerationEngine, SamplingSpec  # noqa: E402
 from workers.model.grounded_base import GroundedConfig, ensure_grounded, pooled_rates  # noqa: E402
 from workers.trainer import LoraTrainingConfig, train_lora  # noqa: E402
@@ -76,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="share of those that ask about an attribute a known person lacks; the rest ask about "
                              "strangers (GroundedQA; taught to abstain on missing attributes, the model also abstains "
                              "on facts it knows but was never asked about: docs/retrieval.md)")
+    parser.add_argument("--recite", action="store_true",
+                        help="answers about a person of the world recite the person's passage, then conclude "
+                             "(GroundedQA(recite=True))")
     parser.add_argument("--steps", type=int, default=600, help="LoRA steps per round")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -88,6 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calibration", type=int, default=400,
                         help="calibration questions per tier (training phrasings and facts, new strangers, half "
                              "unanswerable; never the held-out suite)")
+    parser.add_argument("--no-check", action="store_true",
+                        help="report the model's answers as they are (default: also checked against its own "
+                             "recitation, workers.evaluator.recitation_checked, and the final line reports those)")
     parser.add_argument("--remeasure", type=Path, default=None,
                         help="train nothing: measure the base and each round's adapter (round-NNN) of an earlier "
                              "run's output directory again, e.g. with other --max-hallucination or --calibration")
@@ -138,14 +148,19 @@ def calibration_questions(per_tier: int, seed: int) -> list:
             for p in family.make_problems(tier, per_tier, random.Random(seed + 7 * tier))]
 
 
-def measure(engine, family: GroundedQA, calibration: list, max_hallucination: float) -> dict:
-    """The held-out rates of the model's own greedy answers ("rates") and, where ``max_hallucination`` is not
+def measure(engine, family: GroundedQA, calibration: list, max_hallucination: float, check: bool = True) -> dict:
+    """The held-out rates of the model's own greedy answers ("rates"); with ``check``, of those answers checked
+    against the model's own recitation of what it read about each subject ("checked_rates": an answer the
+    recitation does not state becomes "I do not know"); and, where ``max_hallucination`` is not
     negative, in each of ``SURE_MODES`` the rates of its answers with those it is unsure of replaced by "I do not
     know" (``<mode>_rates``), at the threshold calibrated on ``calibration`` (``<mode>_threshold``). The model's own
     answers are the ones ``sure`` withholds from: they are generated once."""
     suites = {str(tier): family.eval_suite(tier) for tier in family.difficulties}
     own = {tier: scored_answers(engine, family, suite) for tier, suite in suites.items()}
     measured = {"rates": pooled_rates(family, suites, {t: [a for a, _ in s] for t, s in own.items()})}
+    if check:
+        measured["checked_rates"] = pooled_rates(family, suites, {
+            t: recitation_checked(engine, family, suites[t], [a for a, _ in s]) for t, s in own.items()})
     if max_hallucination < 0:
         return measured
     for mode, rendering in SURE_MODES.items():
@@ -160,7 +175,8 @@ def measure(engine, family: GroundedQA, calibration: list, max_hallucination: fl
 
 
 def format_sure(measured: dict) -> str:
-    return "".join(f"  {mode} (p>={measured[mode + '_threshold']:.3f}): "
+    checked = measured.get("checked_rates", {}).get("all")
+    return (f"  checked: {checked['answerable']:.3f}/{checked['hallucination']:.3f}" if checked else "") + "".join(f"  {mode} (p>={measured[mode + '_threshold']:.3f}): "
                    f"{measured[mode + '_rates']['all']['answerable']:.3f}/"
                    f"{measured[mode + '_rates']['all']['hallucination']:.3f}"
                    for mode in SURE_MODES if mode + "_rates" in measured)
@@ -186,6 +202,10 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
                 **style)
         ax.plot(rounds, [r["rates"][tier]["hallucination"] for r in rows], marker="x", linestyle="--",
                 label=f"hallucination, {name}", **style)
+    if "checked_rates" in rows[0]:
+        for measure_name, marker, linestyle in (("answerable", "o", "-"), ("hallucination", "x", "--")):
+            ax.plot(rounds, [r["checked_rates"]["all"][measure_name] for r in rows], color="black", marker=marker,
+                    linestyle=linestyle, linewidth=2.5, label=f"{measure_name}, all tiers, checked by recitation")
     ax.set_xticks(rounds)
     ax.axhline(0.8, color="green", linestyle=":", linewidth=0.8)
     ax.axhline(0.05, color="red", linestyle=":", linewidth=0.8)
@@ -206,7 +226,7 @@ def main(argv: list[str] | None = None) -> str:
         torch.set_num_threads(args.threads)
     settings = get_settings()
     family = GroundedQA(guesses=not args.no_guesses, unanswerable_share=args.unanswerable_share,
-                        missing_share=args.missing_share)
+                        missing_share=args.missing_share, recite=args.recite)
     model_dir = args.model or ensure_grounded(settings.data_dir / "models" / "grounded", GroundedConfig())
     calibration = calibration_questions(args.calibration, args.seed)
     if args.remeasure:
@@ -229,7 +249,7 @@ def main(argv: list[str] | None = None) -> str:
           f"(QA taught on tier 1..{family.easy_tiers}), mode {mode}, output {out}")
     print(f"{'round':>5} {'asked':>6} {'kept':>5} {'label_acc':>9} {'kept_idk':>8} {'answerable':>10} "
           f"{'hallucination':>13}  per tier answerable/hallucination  [minutes]")
-    rows = [{"round": 0, **measure(engine, family, calibration, args.max_hallucination)}]
+    rows = [{"round": 0, **measure(engine, family, calibration, args.max_hallucination, not args.no_check)}]
     print(f"{0:>5} {'-':>6} {'-':>5} {'-':>9} {'-':>8} {format_rates(rows[0]['rates'])}{format_sure(rows[0])}",
           flush=True)
     accepted: dict = {}
@@ -249,7 +269,7 @@ def main(argv: list[str] | None = None) -> str:
                    config=lora.model_copy(update={"seed": args.seed + round_no}), snapshot_id=f"grounded-{round_no}",
                    replay=family.replay_examples)
         engine.use_adapter(name, out / name)
-        measured = measure(engine, family, calibration, args.max_hallucination)
+        measured = measure(engine, family, calibration, args.max_hallucination, not args.no_check)
         minutes = (time.monotonic() - lap) / 60
         rows.append({"round": round_no, "asked": len(problems), **kept, **measured, "minutes": round(minutes, 2)})
         label = "-" if kept["label_accuracy"] is None else f"{kept['label_accuracy']:.3f}"
@@ -264,19 +284,22 @@ def main(argv: list[str] | None = None) -> str:
 def remeasure(args: argparse.Namespace, family: GroundedQA, model_dir: Path, calibration: list) -> str:
     """The base and every round's adapter of ``args.remeasure``, measured again; nothing is trained."""
     engine = GenerationEngine(model_dir)
-    rows = [{"round": 0, **measure(engine, family, calibration, args.max_hallucination)}]
+    rows = [{"round": 0, **measure(engine, family, calibration, args.max_hallucination, not args.no_check)}]
     print(f"{0:>5} {format_rates(rows[0]['rates'])}{format_sure(rows[0])}", flush=True)
     for adapter in sorted(args.remeasure.glob("round-[0-9][0-9][0-9]")):
         engine.use_adapter(adapter.name, adapter)
         rows.append({"round": int(adapter.name.split("-")[1]),
-                     **measure(engine, family, calibration, args.max_hallucination)})
+                     **measure(engine, family, calibration, args.max_hallucination, not args.no_check)})
         print(f"{rows[-1]['round']:>5} {format_rates(rows[-1]['rates'])}{format_sure(rows[-1])}", flush=True)
     (args.remeasure / "remeasured.json").write_text(json.dumps(rows, indent=2))
+    plot(rows, args.remeasure / "remeasured.png", "held-out answerable accuracy and hallucination (remeasured)")
+    print(f"plot: {args.remeasure / 'remeasured.png'}")
     return summarize(rows, args.max_hallucination)
 
 
 def summarize(rows: list[dict], max_hallucination: float) -> str:
-    """The first and last round, answering only when sure in each of ``SURE_MODES``, then the final line."""
+    """The first and last round, answering only when sure in each of ``SURE_MODES``, the model's own answers, then
+    the final line: its answers checked against its recitation where they were measured, else as they are."""
     for mode in SURE_MODES:
         if f"{mode}_rates" in rows[-1]:
             first, last = rows[0][f"{mode}_rates"]["all"], rows[-1][f"{mode}_rates"]["all"]
@@ -284,7 +307,13 @@ def summarize(rows: list[dict], max_hallucination: float) -> str:
                   f"calibration questions of each kind answered): answerable {first['answerable']:.2f} -> "
                   f"{last['answerable']:.2f}, hallucination on unanswerable {first['hallucination']:.2f} -> "
                   f"{last['hallucination']:.2f}")
-    first, last = rows[0]["rates"]["all"], rows[-1]["rates"]["all"]
+    rates = "checked_rates" if "checked_rates" in rows[-1] else "rates"
+    if rates != "rates":
+        first, last = rows[0]["rates"]["all"], rows[-1]["rates"]["all"]
+        print(f"own answers, unchecked: answerable {first['answerable']:.2f} -> {last['answerable']:.2f}, "
+              f"hallucination on unanswerable {first['hallucination']:.2f} -> {last['hallucination']:.2f}")
+        print("checked against the model's own recitation (the final line):")
+    first, last = rows[0][rates]["all"], rows[-1][rates]["all"]
     line = (f"grounded: answerable {first['answerable']:.2f} -> {last['answerable']:.2f}, "
             f"hallucination on unanswerable {first['hallucination']:.2f} -> {last['hallucination']:.2f}")
     print(line)

@@ -68,6 +68,15 @@ class TaskFamily(ABC):
     def eval_suite(self, difficulty: int) -> list[Problem]:
         """The held-out problems of one difficulty: fixed seed, never trained on."""
 
+    def recitation_prompt(self, problem: Problem) -> str | None:
+        """What the model is prompted with to recite what it has read that bears on a problem, before its answer
+        is trusted (``workers.evaluator.recitation_checked``); None where the family has nothing to recite."""
+        return None
+
+    def recitation_agrees(self, problem: Problem, answer: str, recitation: str) -> bool:
+        """Whether the model's recitation (its completion of ``recitation_prompt``) states ``answer``."""
+        return True
+
     def answer_budget(self, problem: Problem) -> int:
         """How many new tokens an answer may take; generation stops there."""
         return 32

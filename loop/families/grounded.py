@@ -39,6 +39,8 @@ from loop.families.registry import register_family
 from loop.families.world import RELATIONS, NameSpacing, Passage, World, build_world, sentence
 
 UNKNOWN = "I do not know"
+RECITED_CONCLUSION = "So"  # begins the conclusion of a recited answer (``GroundedQA(recite=True)``)
+_CONCLUSION = re.compile(r"(?:^|\.)\s*So\s+([^.]*)")
 _UNKNOWN_FORMS = {"i do not know", "i don't know", "i dont know", "idk", "unknown", "i do not know that"}
 
 # Phrasings the loop trains on, and phrasings only the held-out suite uses. Training asks each attribute in many
@@ -106,6 +108,7 @@ class GroundedQA(TaskFamily):
         name_distance: int = 3,
         fresh_strangers: bool = True,
         guesses: bool = True,
+        recite: bool = False,
     ) -> None:
         """``missing_share``: the share of training's unanswerable questions that ask about an attribute a known
         person lacks (the rest ask about strangers); ``eval_share``: the share of each tier's facts held out for
@@ -115,7 +118,9 @@ class GroundedQA(TaskFamily):
         ``fresh_strangers``: training asks about a new name for every question about a stranger (drawn like the
         world's names, as far from every one of them), instead of the world's training strangers, so that what
         is learnt is "a name I never read" rather than a list of names;
-        ``guesses``: ask every question a second way, with the answer begun by its subject (``renderings``)."""
+        ``guesses``: ask every question a second way, with the answer begun by its subject (``renderings``);
+        ``recite``: an answer about a person of the world first recites the person's passage, then concludes
+        (``write_answer``), so that whether the passage states the attribute is read in context."""
         if not 1 <= easy_tiers <= tiers or tiers > entities:
             raise ValueError("need 1 <= easy_tiers <= tiers <= entities")
         if not 0.0 <= unanswerable_share < 1.0 or not 0.0 < eval_share < 1.0 or not 0.0 <= missing_share <= 1.0:
@@ -130,6 +135,7 @@ class GroundedQA(TaskFamily):
         self.name_distance = name_distance
         self.fresh_strangers = fresh_strangers
         self.guesses = guesses
+        self.recite = recite
         self.world: World = build_world(seed=seed, entities=entities, strangers=entities, name_distance=name_distance)
 
     # -- the corpus ---------------------------------------------------------------------------------------------
@@ -154,6 +160,25 @@ class GroundedQA(TaskFamily):
     def subject(self, problem: Problem) -> str | None:
         """The person a question is about: what a passage must mention to answer it."""
         return problem.data.get("entity") or _capitalized(problem.canonical)
+
+    def recitation_prompt(self, problem: Problem) -> str | None:
+        """The question's subject: prompted with a name alone, the model recites what it read about the person
+        (every passage, and every reading of one, begins with the name); None for a question without a subject."""
+        return self.subject(problem)
+
+    @property
+    def recitation_budget(self) -> int:
+        """Room for the longest passage of the corpus, and a margin."""
+        return self._longest_passage + 16
+
+    def recitation_agrees(self, problem: Problem, answer: str, recitation: str) -> bool:
+        """Whether a recitation about the question's subject states its attribute with ``answer`` as the value.
+        A question written freely (no known attribute) cannot be checked: its answer stands."""
+        entity, relation = self.subject(problem), problem.data.get("relation")
+        if relation not in RELATIONS:
+            return True
+        stated = {s[1]: s[2] for s in map(statement, f"{entity}{recitation}".split(".")) if s and s[0] == entity}
+        return stated.get(relation) == answer
 
     # -- facts by tier ------------------------------------------------------------------------------------------
     def _tier_of(self, index: int, total: int) -> int:
@@ -281,8 +306,14 @@ class GroundedQA(TaskFamily):
         return Problem("grounded", difficulty, canonical, dict(data) if data else _written(canonical))
 
     def answer_budget(self, problem: Problem) -> int:
-        """Room for the longest statement: the subject, the longest relation sentence and value, and a margin."""
-        return len(problem.data.get("entity") or "") + _LONGEST_STATEMENT + 6
+        """Room for the longest statement: the subject, the longest relation sentence and value, and a margin;
+        reciting, also room for the longest passage of the corpus (the model does not know whose it recites)."""
+        budget = len(problem.data.get("entity") or "") + _LONGEST_STATEMENT + 6
+        return budget + self._longest_passage + len(RECITED_CONCLUSION) + 1 if self.recite else budget
+
+    @functools.cached_property
+    def _longest_passage(self) -> int:
+        return max(len(p.text) for p in self.world.passages)
 
     @staticmethod
     def question_prompt(passage: Passage | str) -> str:
@@ -326,7 +357,12 @@ class GroundedQA(TaskFamily):
         """The value an answer states. Answers are written as the corpus writes facts (``Kavo lives in Tesa.``);
         a statement about another person or another relation answers nothing (None); a statement without its
         subject (``lives in Tesa.``: the rest of an answer begun for the model, see ``renderings``) is about the
-        question's subject; a bare value (``Tesa.``, as a real LLM may answer) is read as it is."""
+        question's subject; a bare value (``Tesa.``, as a real LLM may answer) is read as it is. A recited answer
+        (``Kavo lives in Tesa. Kavo is 34 years old. So Kavo lives in Tesa.``) is read from its conclusion, the
+        last sentence begun with ``So``."""
+        conclusions = _CONCLUSION.findall(completion)
+        if conclusions:
+            completion = conclusions[-1]
         answer = " ".join(completion.strip().split(".", 1)[0].split())
         if not answer:
             return None
@@ -344,11 +380,22 @@ class GroundedQA(TaskFamily):
         return value
 
     def write_answer(self, problem: Problem, answer: str) -> str:
-        """The fact stated in the corpus's own words (the model recites what it read), or the abstention."""
+        """The fact stated in the corpus's own words (the model recites what it read), or the abstention.
+
+        With ``recite``, an answer about a person of the world first recites the person's passage (the evidence
+        the check retrieves for the question) and then concludes: ``Kavo lives in Tesa. ... So Kavo lives in
+        Tesa.``, or ``... So I do not know.`` where the passage does not state the attribute. Whether it does is
+        then read from the recited text, the same way for every person, instead of recalled per fact. A stranger
+        has no passage: the answer is the abstention alone."""
         entity, relation = problem.data.get("entity"), problem.data.get("relation")
         if answer == UNKNOWN or not entity or relation not in RELATIONS:
-            return f" {answer}."
-        return " " + sentence(entity, relation, answer)
+            conclusion = f"{answer}."
+        else:
+            conclusion = sentence(entity, relation, answer)
+        passage = self.world.passage_of.get(entity) if self.recite and relation in RELATIONS else None
+        if passage is None:
+            return " " + conclusion
+        return f" {passage.text} {RECITED_CONCLUSION} {conclusion}"
 
     def true_answer(self, problem: Problem) -> str | None:
         return problem.data.get("answer")

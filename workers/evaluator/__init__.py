@@ -6,8 +6,9 @@ from workers.evaluator.heldout import (
     greedy_answers,
     heldout_answers,
     mastered_difficulty,
+    recitation_checked,
     scored_answers,
 )
 
 __all__ = ["abstention_threshold", "evaluate_family", "greedy_answers", "heldout_answers", "mastered_difficulty",
-           "scored_answers"]
+           "recitation_checked", "scored_answers"]

@@ -57,6 +57,27 @@ def scored_answers(
     return [(a, 1.0 if a == unknown else probability) for a, (_, probability) in zip(answers, scored, strict=True)]
 
 
+def recitation_checked(
+    engine: GenerationEngine, family: TaskFamily, problems: Sequence[Problem], answers: Sequence[str | None],
+    *, max_new_tokens: int | None = None,
+) -> list[str | None]:
+    """The answers, each one the active model's own recitation does not state replaced by the abstention.
+
+    Closed-book still: for every answered problem the model is prompted with ``family.recitation_prompt`` (for
+    the grounded family, the subject's name) and recites greedily what it read; an answer stands only where
+    ``family.recitation_agrees``. Two ways of recalling must agree: a model that states an attribute its passage
+    never gave recites the passage without it. Abstentions and malformed answers are kept as they are; each
+    prompt is recited once."""
+    unknown = _unknown_answer(family)
+    prompts = [family.recitation_prompt(p) if a not in (None, unknown) else None
+               for p, a in zip(problems, answers, strict=True)]
+    distinct = sorted({prompt for prompt in prompts if prompt is not None})
+    budget = max_new_tokens or getattr(family, "recitation_budget", 128)
+    recited = dict(zip(distinct, (text for text, _ in engine.generate_scored(distinct, budget)), strict=True))
+    return [a if prompt is None or family.recitation_agrees(p, a, recited[prompt]) else unknown
+            for p, a, prompt in zip(problems, answers, prompts, strict=True)]
+
+
 def abstention_threshold(
     problems: Sequence[Problem], scored: Sequence[tuple[str | None, float]], family: TaskFamily,
     max_hallucination: float, *, kind: Callable[[Problem], Hashable] | None = None,

@@ -51,6 +51,7 @@ class GroundedConfig:
     reading_forms: bool = True  # restate each passage sentence in a random wording of READING_FORMS
     canonical_share: float = 0.5  # share of passage reads as the corpus writes it (its order, its wording)
     fresh_strangers: bool = True  # abstentions about a new name each time: GroundedQA(fresh_strangers=...)
+    recite: bool = False  # answers recite the person's passage first: GroundedQA(recite=...)
 
 
 # Wordings a passage's facts are read in (the first is the corpus's own), each with the person first.
@@ -112,7 +113,8 @@ def pooled_rates(family: GroundedQA, suites: dict[str, list], answers: dict[str,
 
 def bootstrap(config: GroundedConfig, out_dir: str | Path, family: GroundedQA | None = None) -> dict:
     """Train from scratch, save model, tokenizer and report to ``out_dir``; return the report."""
-    family = family or GroundedQA(seed=config.family_seed, fresh_strangers=config.fresh_strangers)
+    family = family or GroundedQA(seed=config.family_seed, fresh_strangers=config.fresh_strangers,
+                                   recite=config.recite)
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = random.Random(config.seed)

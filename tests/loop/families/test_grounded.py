@@ -160,6 +160,33 @@ def test_every_question_is_also_asked_with_its_answer_begun_and_the_rest_is_read
     assert GroundedQA(guesses=False).renderings(problem) == [plain]
 
 
+def test_a_recited_answer_states_the_passage_then_concludes_and_is_read_from_its_conclusion():
+    family = GroundedQA(recite=True)
+    problems = family.make_problems(2, 400, random.Random(6))
+    by_kind = {kind: next(p for p in problems if family.kind(p) == kind) for kind in ("known", "missing", "stranger")}
+    for kind, problem in by_kind.items():
+        truth = family.true_answer(problem)
+        written = family.write_answer(problem, truth)
+        assert family.read_answer(problem, written) == truth
+        assert len(written) <= family.answer_budget(problem)  # the budget holds every recited answer
+        if kind == "stranger":  # no passage to recite
+            assert written == f" {UNKNOWN}."
+            continue
+        passage = family.world.passage_of[problem.data["entity"]].text
+        assert written.startswith(f" {passage} So ")
+        # The plain family writes the conclusion alone; it reads a recited answer the same way.
+        assert written.endswith(FAMILY.write_answer(problem, truth))
+        assert FAMILY.read_answer(problem, written) == truth
+    known = by_kind["known"]
+    entity, truth = known.data["entity"], family.true_answer(known)
+    # The conclusion is what is read: a passage that states the fact does not answer for a conclusion that abstains.
+    passage = family.world.passage_of[entity].text
+    assert family.read_answer(known, f" {passage} So {UNKNOWN}.") == UNKNOWN
+    begun = family.write_answer(known, truth)[len(entity) + 1:]  # the rest of an answer begun by its subject
+    assert family.read_answer(known, begun) == truth
+    assert family.answer_budget(known) > FAMILY.answer_budget(known) + max(len(p.text) for p in family.corpus())
+
+
 def test_candidates_are_parsed_from_the_world_not_from_the_message():
     problem = FAMILY.make_problems(1, 1, random.Random(8))[0]
     parsed = FAMILY.parse_problem(problem.canonical, 1, {"answer": "forged"})

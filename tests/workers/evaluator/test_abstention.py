@@ -4,7 +4,7 @@ import pytest
 
 from loop.families import get_family
 from loop.families.grounded import UNKNOWN, GroundedQA
-from workers.evaluator import abstention_threshold, greedy_answers, scored_answers
+from workers.evaluator import abstention_threshold, greedy_answers, recitation_checked, scored_answers
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,7 @@ class _ScriptedEngine:
         return [[self.completions[prompt][0]] for prompt in prompts]
 
     def generate_scored(self, prompts, max_new_tokens):
+        self.asked = [*getattr(self, "asked", []), *prompts]
         return [self.completions[prompt] for prompt in prompts]
 
 
@@ -110,3 +111,34 @@ def test_a_question_says_what_it_asks_about(family):
         assert (family.kind(problem) == "stranger") == (problem.data["entity"] not in family.world.people)
     assert family.kind(family.problem_from_question("what is the weather like for Kavo")) is None
 
+
+
+def test_an_answer_stands_only_where_the_models_own_recitation_states_it(family):
+    problems = family.make_problems(1, 400, random.Random(2))
+    known = [p for p in problems if family.kind(p) == "known"]
+    missing = next(p for p in problems if family.kind(p) == "missing")
+    stranger = next(p for p in problems if family.kind(p) == "stranger" and p.data["relation"] == "home")
+    right, wrong = known[0], next(p for p in known[1:] if p.data["entity"] != known[0].data["entity"])
+    twice = next(p for p in known + [missing] if p.data["entity"] == right.data["entity"] and p != right)
+
+    def recited(entity):  # what the model writes after the name: here, the passage it read
+        return family.world.passage_of[entity].text[len(entity):]
+
+    other = "Tesa" if wrong.data["relation"] == "home" else "1" if wrong.data["relation"] == "age" else "zzz"
+    completions = {p.data["entity"]: (recited(p.data["entity"]), 0.9) for p in (right, wrong, missing)}
+    completions[stranger.data["entity"]] = (" lives in Tesa. Zed works as a cook.", 0.5)  # a passage made up
+    engine = _ScriptedEngine(completions)
+    problems = [right, wrong, missing, stranger, twice, known[2]]
+    answers = [right.data["answer"], other, "Tesa", "Tesa", "zzz", None]
+    checked = recitation_checked(engine, family, problems, answers)
+    # Right: the recitation states it. A wrong value, or an attribute the passage lacks: the abstention. A
+    # passage the model makes up about a stranger lets a guess it agrees with through: the check catches what
+    # the model does not recall, not what it recalls wrongly.
+    assert checked == [right.data["answer"], UNKNOWN, UNKNOWN, "Tesa", UNKNOWN, None]
+    assert sorted(engine.asked) == sorted({p.data["entity"] for p in problems[:4]})  # each name recited once
+    # Abstentions and malformed answers are not recited for.
+    engine.asked = []
+    assert recitation_checked(engine, family, [right, missing], [UNKNOWN, None]) == [UNKNOWN, None]
+    assert engine.asked == []
+    written = family.problem_from_question("what is the weather like for Kavo")
+    assert family.recitation_agrees(written, "sunny", " lives in Tesa.")  # nothing to check it against
