@@ -113,12 +113,17 @@ def _unknown_answer(family: TaskFamily) -> str:
 
 
 def evaluate_family(
-    engine: GenerationEngine, family: TaskFamily, difficulties: Iterable[int], *, max_new_tokens: int | None = None
+    engine: GenerationEngine, family: TaskFamily, difficulties: Iterable[int], *, max_new_tokens: int | None = None,
+    check_recitation: bool = True,
 ) -> list[EvalScore]:
-    """One score per difficulty; the engine's active adapter is the one measured."""
+    """One score per difficulty; the engine's active adapter is the one measured. With ``check_recitation``, a
+    family that has an abstention is scored on its answers checked against the model's own recitation
+    (``recitation_checked``), as it answers when it may say "I do not know"."""
     scores = []
     for difficulty in difficulties:
         suite, answers = heldout_answers(engine, family, difficulty, max_new_tokens=max_new_tokens)
+        if check_recitation and getattr(family, "unknown_answer", None) is not None:
+            answers = recitation_checked(engine, family, suite, answers)
         if not suite:
             continue
         right = sum(a == family.true_answer(p) for p, a in zip(suite, answers, strict=True))

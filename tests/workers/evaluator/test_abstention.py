@@ -4,7 +4,13 @@ import pytest
 
 from loop.families import get_family
 from loop.families.grounded import UNKNOWN, GroundedQA
-from workers.evaluator import abstention_threshold, greedy_answers, recitation_checked, scored_answers
+from workers.evaluator import (
+    abstention_threshold,
+    evaluate_family,
+    greedy_answers,
+    recitation_checked,
+    scored_answers,
+)
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +148,20 @@ def test_an_answer_stands_only_where_the_models_own_recitation_states_it(family)
     assert engine.asked == []
     written = family.problem_from_question("what is the weather like for Kavo")
     assert family.recitation_agrees(written, "sunny", " lives in Tesa.")  # nothing to check it against
+
+
+def test_the_evaluation_job_scores_answers_checked_against_the_recitation():
+    family = GroundedQA(entities=30, tiers=1, eval_size=9)
+    suite = family.eval_suite(1)
+    # A model that answers every question, with "Tesa" where the corpus says nothing, and recites what it read.
+    completions = {family.prompt(p): (family.write_answer(p, p.data["answer"] if p.data["answerable"] else "Tesa"),
+                                      0.9) for p in suite}
+    completions.update({p.data["entity"]: (family.world.passage_of[p.data["entity"]].text[len(p.data["entity"]):]
+                                            if p.data["entity"] in family.world.people else " ", 0.9) for p in suite})
+    engine = _ScriptedEngine(completions)
+    unanswerable = sum(not p.data["answerable"] for p in suite)
+    assert unanswerable > 0
+    (unchecked,) = evaluate_family(engine, family, [1], check_recitation=False)
+    (checked,) = evaluate_family(engine, family, [1])
+    assert unchecked.accuracy == pytest.approx(1 - unanswerable / len(suite))
+    assert checked.accuracy == 1.0
