@@ -175,11 +175,13 @@ def measure(engine, family: GroundedQA, calibration: list, max_hallucination: fl
 
 
 def format_sure(measured: dict) -> str:
-    checked = measured.get("checked_rates", {}).get("all")
-    return (f"  checked: {checked['answerable']:.3f}/{checked['hallucination']:.3f}" if checked else "") + "".join(f"  {mode} (p>={measured[mode + '_threshold']:.3f}): "
-                   f"{measured[mode + '_rates']['all']['answerable']:.3f}/"
-                   f"{measured[mode + '_rates']['all']['hallucination']:.3f}"
-                   for mode in SURE_MODES if mode + "_rates" in measured)
+    """The checked answers' rates and each of ``SURE_MODES``'s, all tiers, where they were measured."""
+    checked = measured["checked_rates"]["all"] if "checked_rates" in measured else None
+    return ((f"  checked: {checked['answerable']:.3f}/{checked['hallucination']:.3f}" if checked else "")
+            + "".join(f"  {mode} (p>={measured[mode + '_threshold']:.3f}): "
+                      f"{measured[mode + '_rates']['all']['answerable']:.3f}/"
+                      f"{measured[mode + '_rates']['all']['hallucination']:.3f}"
+                      for mode in SURE_MODES if mode + "_rates" in measured))
 
 
 def format_rates(rates: dict) -> str:

@@ -77,6 +77,11 @@ class TaskFamily(ABC):
         """Whether the model's recitation (its completion of ``recitation_prompt``) states ``answer``."""
         return True
 
+    @property
+    def recitation_budget(self) -> int:
+        """How many new tokens a recitation may take."""
+        return 128
+
     def answer_budget(self, problem: Problem) -> int:
         """How many new tokens an answer may take; generation stops there."""
         return 32

@@ -40,7 +40,7 @@ from loop.families.world import RELATIONS, NameSpacing, Passage, World, build_wo
 
 UNKNOWN = "I do not know"
 RECITED_CONCLUSION = "So"  # begins the conclusion of a recited answer (``GroundedQA(recite=True)``)
-_CONCLUSION = re.compile(r"(?:^|\.)\s*So\s+([^.]*)")
+_CONCLUSION = re.compile(rf"(?:^|\.)\s*{RECITED_CONCLUSION}\s+([^.]*)")
 _UNKNOWN_FORMS = {"i do not know", "i don't know", "i dont know", "idk", "unknown", "i do not know that"}
 
 # Phrasings the loop trains on, and phrasings only the held-out suite uses. Training asks each attribute in many

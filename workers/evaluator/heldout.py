@@ -72,7 +72,7 @@ def recitation_checked(
     prompts = [family.recitation_prompt(p) if a not in (None, unknown) else None
                for p, a in zip(problems, answers, strict=True)]
     distinct = sorted({prompt for prompt in prompts if prompt is not None})
-    budget = max_new_tokens or getattr(family, "recitation_budget", 128)
+    budget = max_new_tokens or family.recitation_budget
     recited = dict(zip(distinct, (text for text, _ in engine.generate_scored(distinct, budget)), strict=True))
     return [a if prompt is None or family.recitation_agrees(p, a, recited[prompt]) else unknown
             for p, a, prompt in zip(problems, answers, prompts, strict=True)]
@@ -122,10 +122,10 @@ def evaluate_family(
     scores = []
     for difficulty in difficulties:
         suite, answers = heldout_answers(engine, family, difficulty, max_new_tokens=max_new_tokens)
-        if check_recitation and getattr(family, "unknown_answer", None) is not None:
-            answers = recitation_checked(engine, family, suite, answers)
         if not suite:
             continue
+        if check_recitation and getattr(family, "unknown_answer", None) is not None:
+            answers = recitation_checked(engine, family, suite, answers)
         right = sum(a == family.true_answer(p) for p, a in zip(suite, answers, strict=True))
         scores.append(EvalScore(family=family.name, difficulty=difficulty, accuracy=right / len(suite), n=len(suite)))
     return scores

@@ -118,7 +118,6 @@ def test_a_question_says_what_it_asks_about(family):
     assert family.kind(family.problem_from_question("what is the weather like for Kavo")) is None
 
 
-
 def test_an_answer_stands_only_where_the_models_own_recitation_states_it(family):
     problems = family.make_problems(1, 400, random.Random(2))
     known = [p for p in problems if family.kind(p) == "known"]
