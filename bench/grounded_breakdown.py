@@ -9,7 +9,10 @@ Per tier, greedy and closed-book:
 - answerable accuracy (and the share answered "I do not know") for facts training may ask about (asked in the
   base model's training for the easy tier only; the loop asks about every tier) and for held-out facts, each in training phrasings and in held-out phrasings: which of the two gaps (a fact never asked about, a
   phrasing never trained on) costs what;
-- the share of held-out unanswerable questions answered "I do not know", strangers and missing attributes apart.
+- the share of held-out unanswerable questions answered "I do not know", strangers and missing attributes apart;
+- then the held-out suite's answerable questions, all tiers, by phrasing: accuracy, and the share answered with a
+  statement about another attribute (``Kavo has which pet`` -> ``Kavo lives in Tesa.``): a phrasing the model
+  reads as another attribute's question.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loop.families.grounded import UNKNOWN, GroundedQA  # noqa: E402
+from loop.families.grounded import UNKNOWN, GroundedQA, statement  # noqa: E402
 from workers.model.grounded_base import READING_FORMS  # noqa: E402
 from workers.generator import GenerationEngine, SamplingSpec  # noqa: E402
 
@@ -48,6 +51,22 @@ def answered(engine, family: GroundedQA, problems) -> tuple[float, float]:
     answers = [family.read_answer(p, o[0]) for p, o in zip(problems, outputs, strict=True)]
     right = sum(a == family.true_answer(p) for a, p in zip(answers, problems, strict=True))
     return right / len(problems), sum(a == UNKNOWN for a in answers) / len(problems)
+
+
+def by_phrasing(engine, family: GroundedQA) -> dict[str, tuple[float, float, int]]:
+    """Per held-out phrasing, (accuracy, share answered about another attribute, questions) of greedy answers to
+    the held-out suite's answerable questions, all tiers."""
+    problems = [p for tier in family.difficulties for p in family.eval_suite(tier) if p.data["answerable"]]
+    outputs = engine.generate([family.prompt(p) for p in problems], SamplingSpec(k=1, max_new_tokens=48))
+    cells: dict[str, list[tuple[bool, bool]]] = {}
+    for problem, output in zip(problems, outputs, strict=True):
+        said = statement(output[0].strip().split(".")[0])
+        other = said is not None and said[1] != problem.data["relation"]
+        phrasing = problem.canonical.replace(problem.data["entity"], "{e}")
+        right = family.read_answer(problem, output[0]) == family.true_answer(problem)
+        cells.setdefault(phrasing, []).append((right, other))
+    return {phrasing: (sum(r for r, _ in cell) / len(cell), sum(o for _, o in cell) / len(cell), len(cell))
+            for phrasing, cell in sorted(cells.items())}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -92,6 +111,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                                                           "held/held"))
         print(f"{tier:>4} {row['recall']:>6.2f}  {cells}  {row['idk stranger'][0]:>8.2f} (n={row['idk stranger'][1]})"
               f" {row['idk missing'][0]:>6.2f} (n={row['idk missing'][1]})")
+    print("held-out suite, answerable, by phrasing: accuracy, answered about another attribute, questions")
+    for phrasing, (accuracy, other, count) in by_phrasing(engine, family).items():
+        print(f"  {phrasing:<32} {accuracy:>5.2f} {other:>5.2f} {count:>4}")
+        rows.append({"phrasing": phrasing, "accuracy": accuracy, "other_attribute": other, "questions": count})
     return rows
 
 
