@@ -46,23 +46,25 @@ _UNKNOWN_FORMS = {"i do not know", "i don't know", "i dont know", "idk", "unknow
 # Phrasings the loop trains on, and phrasings only the held-out suite uses. Training asks each attribute in many
 # ways (question word first, subject first, an instruction), each also wrapped in words that do not change what is
 # asked ("please ...", "do you know ..."), so that the model learns to read the attribute and the person from a
-# question rather than to recognise a sentence; the held-out phrasings are new wording of the same kinds.
+# question rather than to recognise a sentence; the held-out phrasings are new wording of the same kinds. No
+# subject-first training phrasing opens with the word a held-out one opens with (``{e} has ...``, ``{e} is ...``),
+# so that no held-out question begins as a training question about another attribute does.
 TRAIN_CORES: dict[str, tuple[str, ...]] = {
     "home": ("where does {e} live", "which town does {e} live in", "what is the home town of {e}",
              "{e} calls what town home", "give the home town of {e}", "say where {e} lives",
              "in what town does {e} live", "what town is home to {e}", "where is the home of {e}",
-             "{e} has a home in what town", "state the home town of {e}"),
+             "{e} makes a home in what town", "state the home town of {e}"),
     "job": ("what does {e} work as", "what is the job of {e}", "what work does {e} do",
             "{e} earns a living doing what", "give the job of {e}", "say what {e} works as",
             "what job does {e} have", "which trade does {e} follow", "what is {e} by trade",
             "{e} does what for work", "state the job of {e}"),
     "color": ("what color does {e} like", "what is the favorite color of {e}", "{e} prefers what color",
               "give the favorite color of {e}", "say what color {e} likes", "which color does {e} like best",
-              "what color is the favorite of {e}", "{e} is fond of what color", "state the favorite color of {e}"),
+              "what color is the favorite of {e}", "{e} favors what color", "state the favorite color of {e}"),
     "pet": ("what pet does {e} have", "which animal does {e} keep as a pet", "{e} keeps what animal",
             "give the pet animal of {e}", "say what pet {e} has", "what kind of pet does {e} keep",
             "what animal is the pet of {e}", "{e} owns what kind of pet", "state the pet animal of {e}"),
-    "age": ("how old is {e}", "what is the age of {e}", "{e} has lived for how many years", "give the age of {e}",
+    "age": ("how old is {e}", "what is the age of {e}", "{e} reached what age", "give the age of {e}",
             "say how old {e} is", "what age is {e}", "{e} was born how many years ago",
             "state the age of {e}"),
 }

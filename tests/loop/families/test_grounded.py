@@ -7,7 +7,7 @@ import random
 import pytest
 
 from loop.families import get_family, known_families
-from loop.families.grounded import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, UNKNOWN, GroundedQA
+from loop.families.grounded import HELDOUT_TEMPLATES, TRAIN_CORES, TRAIN_TEMPLATES, UNKNOWN, GroundedQA
 from loop.families.world import RELATIONS, build_world
 from workers.model.tokenizer import CHARACTERS
 
@@ -128,6 +128,17 @@ def test_the_held_out_suite_is_fixed_and_never_drawn_for_training():
         assert problem.data["phrasing"] == "heldout"
     assert {p.data["phrasing"] for p in trained} == {"train"}
     assert not FAMILY.eval_ids(FAMILY.difficulties) & {p.sample_id for p in trained}
+
+
+def test_no_training_phrasing_opens_as_a_held_out_one_does():
+    def opening(template: str) -> str | None:  # the word after the subject of a subject-first phrasing
+        words = template.split()
+        return words[1] if words[0] == "{e}" else None
+
+    held_openings = {opening(t) for forms in HELDOUT_TEMPLATES.values() for t in forms} - {None}
+    assert held_openings == {"lives", "works", "likes", "has", "is"}
+    trained = {opening(core) for cores in TRAIN_CORES.values() for core in cores} - {None}
+    assert trained and not held_openings & trained  # no held-out question opens as a training question does
 
 
 def test_answers_are_read_back_and_abstentions_are_one_answer():
