@@ -22,7 +22,8 @@ sure (``SURE_MODES``): below a probability calibrated on training questions (``-
 answers checked against its own recitation (``workers.evaluator.recitation_checked``): prompted with the subject's
 name, the model recites what it read about the person, closed-book, and an answer stands only where the
 recitation states it; otherwise it becomes "I do not know" (``--no-check``: not measured). Prints a table per
-round, writes a plot, and ends with one line:
+round (with the held-out phrasing the model's own answers get least right: ``GroundedQA.phrasing_rates``), writes
+a plot, and ends with one line:
     grounded: answerable <A0> -> <A1>, hallucination on unanswerable <H0> -> <H1>
 (answerable: held-out accuracy on answerable questions, all tiers; hallucination: share of unanswerable
 held-out questions answered with anything but "I do not know"; of the checked answers, or with ``--no-check``
@@ -157,7 +158,9 @@ def measure(engine, family: GroundedQA, calibration: list, max_hallucination: fl
     answers are the ones ``sure`` withholds from: they are generated once."""
     suites = {str(tier): family.eval_suite(tier) for tier in family.difficulties}
     own = {tier: scored_answers(engine, family, suite) for tier, suite in suites.items()}
-    measured = {"rates": pooled_rates(family, suites, {t: [a for a, _ in s] for t, s in own.items()})}
+    measured = {"rates": pooled_rates(family, suites, {t: [a for a, _ in s] for t, s in own.items()}),
+                "phrasings": family.phrasing_rates([p for suite in suites.values() for p in suite],
+                                                   [a for s in own.values() for a, _ in s])}
     if check:
         measured["checked_rates"] = pooled_rates(family, suites, {
             t: recitation_checked(engine, family, suites[t], [a for a, _ in s]) for t, s in own.items()})
@@ -182,6 +185,12 @@ def format_sure(measured: dict) -> str:
                       f"{measured[mode + '_rates']['all']['answerable']:.3f}/"
                       f"{measured[mode + '_rates']['all']['hallucination']:.3f}"
                       for mode in SURE_MODES if mode + "_rates" in measured))
+
+
+def format_weakest(measured: dict) -> str:
+    """The held-out phrasing the model's own answers get least right, all tiers."""
+    phrasing, rate = next(iter(measured["phrasings"].items()))
+    return f"  weakest phrasing: {phrasing} {rate['accuracy']:.2f} (n={rate['n']:.0f})"
 
 
 def format_rates(rates: dict) -> str:
@@ -252,8 +261,8 @@ def main(argv: list[str] | None = None) -> str:
     print(f"{'round':>5} {'asked':>6} {'kept':>5} {'label_acc':>9} {'kept_idk':>8} {'answerable':>10} "
           f"{'hallucination':>13}  per tier answerable/hallucination  [minutes]")
     rows = [{"round": 0, **measure(engine, family, calibration, args.max_hallucination, not args.no_check)}]
-    print(f"{0:>5} {'-':>6} {'-':>5} {'-':>9} {'-':>8} {format_rates(rows[0]['rates'])}{format_sure(rows[0])}",
-          flush=True)
+    print(f"{0:>5} {'-':>6} {'-':>5} {'-':>9} {'-':>8} {format_rates(rows[0]['rates'])}{format_sure(rows[0])}"
+          f"{format_weakest(rows[0])}", flush=True)
     accepted: dict = {}
     started = time.monotonic()
     for round_no in range(1, args.rounds + 1):
@@ -276,7 +285,8 @@ def main(argv: list[str] | None = None) -> str:
         rows.append({"round": round_no, "asked": len(problems), **kept, **measured, "minutes": round(minutes, 2)})
         label = "-" if kept["label_accuracy"] is None else f"{kept['label_accuracy']:.3f}"
         print(f"{round_no:>5} {len(problems) if not args.ablation else 0:>6} {kept['kept']:>5} {label:>9} "
-              f"{kept['abstentions']:>8} {format_rates(measured['rates'])}  [{minutes:.1f}]{format_sure(measured)}", flush=True)
+              f"{kept['abstentions']:>8} {format_rates(measured['rates'])}  [{minutes:.1f}]{format_sure(measured)}"
+              f"{format_weakest(measured)}", flush=True)
     (out / "rounds.json").write_text(json.dumps(rows, indent=2))
     plot(rows, out / "grounded.png", f"held-out answerable accuracy and hallucination ({mode})")
     print(f"plot: {out / 'grounded.png'}")
@@ -287,12 +297,13 @@ def remeasure(args: argparse.Namespace, family: GroundedQA, model_dir: Path, cal
     """The base and every round's adapter of ``args.remeasure``, measured again; nothing is trained."""
     engine = GenerationEngine(model_dir)
     rows = [{"round": 0, **measure(engine, family, calibration, args.max_hallucination, not args.no_check)}]
-    print(f"{0:>5} {format_rates(rows[0]['rates'])}{format_sure(rows[0])}", flush=True)
+    print(f"{0:>5} {format_rates(rows[0]['rates'])}{format_sure(rows[0])}{format_weakest(rows[0])}", flush=True)
     for adapter in sorted(args.remeasure.glob("round-[0-9][0-9][0-9]")):
         engine.use_adapter(adapter.name, adapter)
         rows.append({"round": int(adapter.name.split("-")[1]),
                      **measure(engine, family, calibration, args.max_hallucination, not args.no_check)})
-        print(f"{rows[-1]['round']:>5} {format_rates(rows[-1]['rates'])}{format_sure(rows[-1])}", flush=True)
+        print(f"{rows[-1]['round']:>5} {format_rates(rows[-1]['rates'])}{format_sure(rows[-1])}"
+              f"{format_weakest(rows[-1])}", flush=True)
     (args.remeasure / "remeasured.json").write_text(json.dumps(rows, indent=2))
     plot(rows, args.remeasure / "remeasured.png", "held-out answerable accuracy and hallucination (remeasured)")
     print(f"plot: {args.remeasure / 'remeasured.png'}")

@@ -62,7 +62,7 @@ def by_phrasing(engine, family: GroundedQA) -> dict[str, tuple[float, float, int
     for problem, output in zip(problems, outputs, strict=True):
         said = statement(output[0].strip().split(".")[0])
         other = said is not None and said[1] != problem.data["relation"]
-        phrasing = problem.canonical.replace(problem.data["entity"], "{e}")
+        phrasing = family.phrasing_of(problem)
         right = family.read_answer(problem, output[0]) == family.true_answer(problem)
         cells.setdefault(phrasing, []).append((right, other))
     return {phrasing: (sum(r for r, _ in cell) / len(cell), sum(o for _, o in cell) / len(cell), len(cell))

@@ -448,6 +448,24 @@ class GroundedQA(TaskFamily):
             "n_unanswerable": float(len(unanswerable)),
         }
 
+    @staticmethod
+    def phrasing_of(problem: Problem) -> str:
+        """The question with its subject as ``{e}``: the template it was asked in (``{e} has which pet``)."""
+        entity = problem.data.get("entity")
+        return problem.canonical.replace(entity, "{e}") if entity else problem.canonical
+
+    @classmethod
+    def phrasing_rates(cls, problems: Sequence[Problem], answers: Sequence[str | None]) -> dict[str, dict[str, float]]:
+        """Per phrasing (``phrasing_of``), ``accuracy`` on its answerable questions and their number ``n``, the
+        least accurate first: one phrasing a model cannot read hides in a rate over all of them."""
+        cells: dict[str, list[bool]] = {}
+        for problem, answer in zip(problems, answers, strict=True):
+            if problem.data.get("answerable"):
+                cells.setdefault(cls.phrasing_of(problem), []).append(answer == problem.data["answer"])
+        rates = {phrasing: {"accuracy": sum(hits) / len(hits), "n": float(len(hits))}
+                 for phrasing, hits in cells.items()}
+        return dict(sorted(rates.items(), key=lambda item: (item[1]["accuracy"], item[0])))
+
 
 def _match_template(question: str) -> tuple[str, str, str, str] | None:
     """(entity, relation, template, phrasing) of a question written from a template, else None."""

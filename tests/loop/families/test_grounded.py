@@ -141,6 +141,19 @@ def test_no_training_phrasing_opens_as_a_held_out_one_does():
     assert trained and not held_openings & trained  # no held-out question opens as a training question does
 
 
+def test_rates_by_phrasing_show_the_phrasing_a_model_cannot_read():
+    suite = [p for d in FAMILY.difficulties for p in FAMILY.eval_suite(d)]
+    answerable = [p for p in suite if p.data["answerable"]]
+    assert set(FAMILY.phrasing_rates(suite, [FAMILY.true_answer(p) for p in suite])) == {
+        FAMILY.phrasing_of(p) for p in answerable} <= {t for forms in HELDOUT_TEMPLATES.values() for t in forms}
+    blind = "{e} has which pet"
+    answers = [UNKNOWN if FAMILY.phrasing_of(p) == blind else FAMILY.true_answer(p) for p in suite]
+    rates = FAMILY.phrasing_rates(suite, answers)
+    weakest, rate = next(iter(rates.items()))
+    assert weakest == blind and rate == {"accuracy": 0.0, "n": sum(FAMILY.phrasing_of(p) == blind for p in answerable)}
+    assert all(r["accuracy"] == 1.0 for phrasing, r in rates.items() if phrasing != blind)
+    assert sum(r["n"] for r in rates.values()) == len(answerable)  # unanswerable questions are not counted
+
 def test_answers_are_read_back_and_abstentions_are_one_answer():
     problem = FAMILY.make_problems(1, 1, random.Random(5))[0]
     for answer in ("Tesa", "42", UNKNOWN):
