@@ -57,16 +57,16 @@ def by_phrasing(engine, family: GroundedQA) -> dict[str, tuple[float, float, int
     """Per held-out phrasing, (accuracy, share answered about another attribute, questions) of greedy answers to
     the held-out suite's answerable questions, all tiers."""
     problems = [p for tier in family.difficulties for p in family.eval_suite(tier) if p.data["answerable"]]
-    outputs = engine.generate([family.prompt(p) for p in problems], SamplingSpec(k=1, max_new_tokens=48))
-    cells: dict[str, list[tuple[bool, bool]]] = {}
+    spec = SamplingSpec(k=1, max_new_tokens=48)
+    outputs = [o[0] for o in engine.generate([family.prompt(p) for p in problems], spec)]
+    rates = family.phrasing_rates(problems, [family.read_answer(p, o) for p, o in zip(problems, outputs, strict=True)])
+    other: dict[str, int] = {}
     for problem, output in zip(problems, outputs, strict=True):
-        said = statement(output[0].strip().split(".")[0])
-        other = said is not None and said[1] != problem.data["relation"]
-        phrasing = family.phrasing_of(problem)
-        right = family.read_answer(problem, output[0]) == family.true_answer(problem)
-        cells.setdefault(phrasing, []).append((right, other))
-    return {phrasing: (sum(r for r, _ in cell) / len(cell), sum(o for _, o in cell) / len(cell), len(cell))
-            for phrasing, cell in sorted(cells.items())}
+        said = statement(output.strip().split(".")[0])
+        if said is not None and said[1] != problem.data["relation"]:
+            other[family.phrasing_of(problem)] = other.get(family.phrasing_of(problem), 0) + 1
+    return {phrasing: (rate["accuracy"], other.get(phrasing, 0) / rate["n"], int(rate["n"]))
+            for phrasing, rate in sorted(rates.items())}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

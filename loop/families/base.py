@@ -33,6 +33,7 @@ class Problem:
 
 class TaskFamily(ABC):
     name: str
+    unknown_answer: str | None = None  # the answer that abstains ("I do not know"); None where a family has none
 
     @abstractmethod
     def make_problems(self, difficulty: int, count: int, rng: random.Random) -> list[Problem]:

@@ -106,10 +106,9 @@ def _threshold(unanswerable: list[tuple[str | None, float]], unknown: str, max_h
 
 
 def _unknown_answer(family: TaskFamily) -> str:
-    unknown = getattr(family, "unknown_answer", None)
-    if unknown is None:
+    if family.unknown_answer is None:
         raise ValueError(f"the {family.name} family has no abstention to answer with")
-    return unknown
+    return family.unknown_answer
 
 
 def evaluate_family(
@@ -124,7 +123,7 @@ def evaluate_family(
         suite, answers = heldout_answers(engine, family, difficulty, max_new_tokens=max_new_tokens)
         if not suite:
             continue
-        if check_recitation and getattr(family, "unknown_answer", None) is not None:
+        if check_recitation and family.unknown_answer is not None:
             answers = recitation_checked(engine, family, suite, answers)
         right = sum(a == family.true_answer(p) for p, a in zip(suite, answers, strict=True))
         scores.append(EvalScore(family=family.name, difficulty=difficulty, accuracy=right / len(suite), n=len(suite)))

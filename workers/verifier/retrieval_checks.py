@@ -230,7 +230,7 @@ class EvidenceSupport(RetrievalCheck):
 
     def check_with_evidence(self, reading: Reading) -> tuple[CheckResult, list[Evidence]]:
         family, problem = reading.family, reading.problem
-        unknown = self.unknown_answer or getattr(family, "unknown_answer", None)
+        unknown = self.unknown_answer or family.unknown_answer
         index, passages, subject, answering = self.answering(family, problem)
         evidence = _evidence(index, passages)
         answer, _ = reading.label

@@ -154,6 +154,7 @@ def test_rates_by_phrasing_show_the_phrasing_a_model_cannot_read():
     assert all(r["accuracy"] == 1.0 for phrasing, r in rates.items() if phrasing != blind)
     assert sum(r["n"] for r in rates.values()) == len(answerable)  # unanswerable questions are not counted
 
+
 def test_answers_are_read_back_and_abstentions_are_one_answer():
     problem = FAMILY.make_problems(1, 1, random.Random(5))[0]
     for answer in ("Tesa", "42", UNKNOWN):
