@@ -48,7 +48,10 @@ _UNKNOWN_FORMS = {"i do not know", "i don't know", "i dont know", "idk", "unknow
 # asked ("please ...", "do you know ..."), so that the model learns to read the attribute and the person from a
 # question rather than to recognise a sentence; the held-out phrasings are new wording of the same kinds. No
 # subject-first training phrasing opens with the word a held-out one opens with (``{e} has ...``, ``{e} is ...``),
-# so that no held-out question begins as a training question about another attribute does.
+# so that no held-out question begins as a training question about another attribute does. Where a core asks with
+# ``what`` or ``which`` before a noun (``what pet``, ``which town``), training asks it with the other word too
+# (``QUESTION_WORD_NOUNS``): the two are interchangeable there, and a model taught only one pair for a noun does
+# not read the other as a question about that noun.
 TRAIN_CORES: dict[str, tuple[str, ...]] = {
     "home": ("where does {e} live", "which town does {e} live in", "what is the home town of {e}",
              "{e} calls what town home", "give the home town of {e}", "say where {e} lives",
@@ -78,10 +81,20 @@ HELDOUT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "age": ("{e} is how many years old", "tell the age of {e}"),
 }
 
+QUESTION_WORD_NOUNS = frozenset({"town", "work", "job", "trade", "color", "pet", "animal", "kind", "age"})
+_QUESTION_WORD = re.compile(rf"\b(what|which) (?=(?:{'|'.join(sorted(QUESTION_WORD_NOUNS))})\b)")
+
+
+def with_either_question_word(core: str) -> tuple[str, ...]:
+    """The core, and the core with ``what`` and ``which`` swapped where one of them asks for a noun."""
+    swapped = _QUESTION_WORD.sub(lambda m: "which " if m[1] == "what" else "what ", core)
+    return (core,) if swapped == core else (core, swapped)
+
+
 _HELDOUT_FORMS = frozenset(form for forms in HELDOUT_TEMPLATES.values() for form in forms)
 TRAIN_TEMPLATES: dict[str, tuple[str, ...]] = {
-    relation: tuple(form for wrapper in WRAPPERS for core in cores
-                    if (form := wrapper.replace("{q}", core)) not in _HELDOUT_FORMS)
+    relation: tuple(form for wrapper in WRAPPERS for core in cores for variant in with_either_question_word(core)
+                    if (form := wrapper.replace("{q}", variant)) not in _HELDOUT_FORMS)
     for relation, cores in TRAIN_CORES.items()
 }
 

@@ -7,7 +7,14 @@ import random
 import pytest
 
 from loop.families import get_family, known_families
-from loop.families.grounded import HELDOUT_TEMPLATES, TRAIN_CORES, TRAIN_TEMPLATES, UNKNOWN, GroundedQA
+from loop.families.grounded import (
+    HELDOUT_TEMPLATES,
+    TRAIN_CORES,
+    TRAIN_TEMPLATES,
+    UNKNOWN,
+    GroundedQA,
+    with_either_question_word,
+)
 from loop.families.world import RELATIONS, build_world
 from workers.model.tokenizer import CHARACTERS
 
@@ -139,6 +146,22 @@ def test_no_training_phrasing_opens_as_a_held_out_one_does():
     assert held_openings == {"lives", "works", "likes", "has", "is"}
     trained = {opening(core) for cores in TRAIN_CORES.values() for core in cores} - {None}
     assert trained and not held_openings & trained  # no held-out question opens as a training question does
+
+
+def test_training_asks_for_a_noun_with_what_and_with_which():
+    assert with_either_question_word("what pet does {e} have") == ("what pet does {e} have", "which pet does {e} have")
+    assert with_either_question_word("{e} calls which town home") == ("{e} calls which town home",
+                                                                      "{e} calls what town home")
+    assert with_either_question_word("what is the job of {e}") == ("what is the job of {e}",)  # no noun after it
+    assert with_either_question_word("{e} does what for work") == ("{e} does what for work",)
+    trained = {t for forms in TRAIN_TEMPLATES.values() for t in forms}
+    for relation, cores in TRAIN_CORES.items():
+        for core in cores:
+            for word, other in (("what", "which"), ("which", "what")):
+                for noun in ("town", "job", "color", "pet", "animal", "age"):
+                    if f"{word} {noun}" in core:
+                        assert core.replace(f"{word} {noun}", f"{other} {noun}") in TRAIN_TEMPLATES[relation]
+    assert not trained & {t for forms in HELDOUT_TEMPLATES.values() for t in forms}
 
 
 def test_rates_by_phrasing_show_the_phrasing_a_model_cannot_read():
