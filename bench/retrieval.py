@@ -183,7 +183,8 @@ def calibrate(args: argparse.Namespace) -> None:
     import random
     import tempfile
 
-    from loop.families.grounded import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, UNKNOWN, GroundedQA
+    from loop.families.grounded import UNKNOWN, GroundedQA
+    from loop.families.grounded_questions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES
     from loop.families.world import RELATIONS, sentence
     from schemas.messages import Candidate
     from workers.verifier.embeddings import get_embedder

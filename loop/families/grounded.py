@@ -2,8 +2,8 @@
 
 The builtin corpus is a synthetic world generated from a seed (``loop.families.world``): a few hundred people,
 their home town, job, favourite colour, pet and age, written as one passage each. Questions come from templates
-(``where does Kavo live``); a real LLM can write them instead from ``question_prompt(passage)``, and
-``problem_from_question`` turns what it wrote back into a problem. The model answers without the corpus; the
+(``where does Kavo live``; ``loop.families.grounded_questions``); a real LLM can write them instead from
+``question_prompt(passage)``, and ``problem_from_question`` turns what it wrote back into a problem. The model answers without the corpus; the
 verifier's evidence check retrieves passages and accepts only an answer they support.
 
 Some questions have no answer in the corpus: the attribute is missing from the person's passage, or the person
@@ -35,6 +35,13 @@ import re
 from collections.abc import Sequence
 
 from loop.families.base import Example, Problem, TaskFamily
+from loop.families.grounded_questions import (
+    HELDOUT_TEMPLATES,
+    QUESTION_PROMPT,
+    TRAIN_TEMPLATES,
+    match_template,
+    subject_of,
+)
 from loop.families.registry import register_family
 from loop.families.world import RELATIONS, NameSpacing, Passage, World, build_world, sentence
 
@@ -42,67 +49,6 @@ UNKNOWN = "I do not know"
 RECITED_CONCLUSION = "So"  # begins the conclusion of a recited answer (``GroundedQA(recite=True)``)
 _CONCLUSION = re.compile(rf"(?:^|\.)\s*{RECITED_CONCLUSION}\s+([^.]*)")
 _UNKNOWN_FORMS = {"i do not know", "i don't know", "i dont know", "idk", "unknown", "i do not know that"}
-
-# Phrasings the loop trains on, and phrasings only the held-out suite uses. Training asks each attribute in many
-# ways (question word first, subject first, an instruction), each also wrapped in words that do not change what is
-# asked ("please ...", "do you know ..."), so that the model learns to read the attribute and the person from a
-# question rather than to recognise a sentence; the held-out phrasings are new wording of the same kinds. No
-# subject-first training phrasing opens with the word a held-out one opens with (``{e} has ...``, ``{e} is ...``),
-# so that no held-out question begins as a training question about another attribute does. Where a core asks with
-# ``what`` or ``which`` before a noun (``what pet``, ``which town``), training asks it with the other word too
-# (``QUESTION_WORD_NOUNS``): the two are interchangeable there, and a model taught only one pair for a noun does
-# not read the other as a question about that noun.
-TRAIN_CORES: dict[str, tuple[str, ...]] = {
-    "home": ("where does {e} live", "which town does {e} live in", "what is the home town of {e}",
-             "{e} calls what town home", "give the home town of {e}", "say where {e} lives",
-             "in what town does {e} live", "what town is home to {e}", "where is the home of {e}",
-             "{e} makes a home in what town", "state the home town of {e}"),
-    "job": ("what does {e} work as", "what is the job of {e}", "what work does {e} do",
-            "{e} earns a living doing what", "give the job of {e}", "say what {e} works as",
-            "what job does {e} have", "which trade does {e} follow", "what is {e} by trade",
-            "{e} does what for work", "state the job of {e}"),
-    "color": ("what color does {e} like", "what is the favorite color of {e}", "{e} prefers what color",
-              "give the favorite color of {e}", "say what color {e} likes", "which color does {e} like best",
-              "what color is the favorite of {e}", "{e} favors what color", "state the favorite color of {e}"),
-    "pet": ("what pet does {e} have", "which animal does {e} keep as a pet", "{e} keeps what animal",
-            "give the pet animal of {e}", "say what pet {e} has", "what kind of pet does {e} keep",
-            "what animal is the pet of {e}", "{e} owns what kind of pet", "state the pet animal of {e}"),
-    "age": ("how old is {e}", "what is the age of {e}", "{e} reached what age", "give the age of {e}",
-            "say how old {e} is", "what age is {e}", "{e} was born how many years ago",
-            "state the age of {e}"),
-}
-WRAPPERS = ("{q}", "please {q}", "{q} please", "do you know {q}", "i wonder {q}", "quick question {q}",
-            "can you say {q}", "so {q}", "{q} if you know", "remind me {q}")
-HELDOUT_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "home": ("{e} lives in which town", "name the town where {e} lives"),
-    "job": ("{e} works as what", "name the job {e} does"),
-    "color": ("{e} likes which color", "name the color {e} likes"),
-    "pet": ("{e} has which pet", "name the pet of {e}"),
-    "age": ("{e} is how many years old", "tell the age of {e}"),
-}
-
-QUESTION_WORD_NOUNS = frozenset({"town", "work", "job", "trade", "color", "pet", "animal", "kind", "age"})
-_QUESTION_WORD = re.compile(rf"\b(what|which) (?=(?:{'|'.join(sorted(QUESTION_WORD_NOUNS))})\b)")
-
-
-def with_either_question_word(core: str) -> tuple[str, ...]:
-    """The core, and the core with ``what`` and ``which`` swapped where one of them asks for a noun."""
-    swapped = _QUESTION_WORD.sub(lambda m: "which " if m[1] == "what" else "what ", core)
-    return (core,) if swapped == core else (core, swapped)
-
-
-_HELDOUT_FORMS = frozenset(form for forms in HELDOUT_TEMPLATES.values() for form in forms)
-TRAIN_TEMPLATES: dict[str, tuple[str, ...]] = {
-    relation: tuple(form for wrapper in WRAPPERS for core in cores for variant in with_either_question_word(core)
-                    if (form := wrapper.replace("{q}", variant)) not in _HELDOUT_FORMS)
-    for relation, cores in TRAIN_CORES.items()
-}
-
-QUESTION_PROMPT = """Write one short question that the passage below answers, about one person and one fact.
-Use only letters and spaces, no question mark. Reply with the question only.
-
-Passage: {passage}
-Question:"""
 
 
 @register_family("grounded")
@@ -174,7 +120,7 @@ class GroundedQA(TaskFamily):
 
     def subject(self, problem: Problem) -> str | None:
         """The person a question is about: what a passage must mention to answer it."""
-        return problem.data.get("entity") or _capitalized(problem.canonical)
+        return problem.data.get("entity") or subject_of(problem.canonical)
 
     def recitation_prompt(self, problem: Problem) -> str | None:
         """The question's subject: prompted with a name alone, the model recites what it read about the person
@@ -304,7 +250,7 @@ class GroundedQA(TaskFamily):
         """A problem from a question a model wrote: matched against the templates where it fits one, else kept as
         written with its capitalized word as the subject (the evidence check decides what the corpus says)."""
         question = " ".join(question.strip().rstrip("?.").split())
-        match = _match_template(question)
+        match = match_template(question)
         if match:
             entity, relation, form, phrasing = match
             return self._problem(entity, relation, form, difficulty, phrasing)
@@ -313,7 +259,7 @@ class GroundedQA(TaskFamily):
     def parse_problem(self, canonical: str, difficulty: int, data: dict | None = None) -> Problem:
         """The problem a candidate names. Its facts come from the world, not from the message, wherever the
         question fits a template; the canonical text is kept as it is (it is what the sample id hashes)."""
-        match = _match_template(canonical)
+        match = match_template(canonical)
         if match:
             entity, relation, form, phrasing = match
             return Problem("grounded", difficulty, canonical, self._problem(entity, relation, form, difficulty,
@@ -480,23 +426,6 @@ class GroundedQA(TaskFamily):
         return dict(sorted(rates.items(), key=lambda item: (item[1]["accuracy"], item[0])))
 
 
-def _match_template(question: str) -> tuple[str, str, str, str] | None:
-    """(entity, relation, template, phrasing) of a question written from a template, else None."""
-    for pattern, relation, form, phrasing in _TEMPLATE_PATTERNS:
-        match = pattern.match(question) or pattern.match(question[:1].lower() + question[1:])
-        if match:
-            return match.group(1), relation, form, phrasing
-    return None
-
-
-_TEMPLATE_PATTERNS = [
-    (re.compile("^" + re.escape(form).replace(re.escape("{e}"), r"([A-Z][a-z]+)") + "$"), relation, form, phrasing)
-    for phrasing, templates in (("train", TRAIN_TEMPLATES), ("heldout", HELDOUT_TEMPLATES))
-    for relation, forms in templates.items()
-    for form in forms
-]
-
-
 _STATEMENTS = [
     (relation, re.compile("^" + re.escape(form.rstrip(".")).replace(re.escape("{e}"), r"(?P<e>[A-Z][a-z]+)")
                           .replace(re.escape("{v}"), r"(?P<v>[A-Za-z0-9]+)") + "$"))
@@ -517,19 +446,5 @@ def statement(text: str) -> tuple[str, str, str] | None:
 
 
 def _written(question: str) -> dict:
-    return {"entity": _capitalized(question), "relation": None, "answerable": None, "answer": None,
+    return {"entity": subject_of(question), "relation": None, "answerable": None, "answer": None,
             "phrasing": "written"}
-
-
-def _capitalized(text: str) -> str | None:
-    """The first capitalized word that is not a question or function word (``Where does Kavo live`` -> Kavo)."""
-    for word in re.findall(r"[A-Za-z]+", text):
-        if word[0].isupper() and word.lower() not in _FUNCTION_WORDS:
-            return word
-    return None
-
-
-_FUNCTION_WORDS = frozenset(
-    "what where which who whom whose when why how name tell give say does do did is are was were the a an in of for to "
-    "and or on at by with from q a please so quick question can you if know remind me wonder i state".split()
-)

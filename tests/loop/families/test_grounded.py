@@ -7,12 +7,11 @@ import random
 import pytest
 
 from loop.families import get_family, known_families
-from loop.families.grounded import (
+from loop.families.grounded import UNKNOWN, GroundedQA
+from loop.families.grounded_questions import (
     HELDOUT_TEMPLATES,
     TRAIN_CORES,
     TRAIN_TEMPLATES,
-    UNKNOWN,
-    GroundedQA,
     with_either_question_word,
 )
 from loop.families.world import RELATIONS, build_world
