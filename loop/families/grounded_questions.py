@@ -9,6 +9,8 @@ wording of the same kinds. A real LLM writes its own questions from ``QUESTION_P
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 
 # No subject-first training phrasing opens with the word a held-out one opens with (``{e} has ...``, ``{e} is ...``),
@@ -61,6 +63,14 @@ TRAIN_TEMPLATES: dict[str, tuple[str, ...]] = {
                     if (form := wrapper.replace("{q}", variant)) not in _HELDOUT_FORMS)
     for relation, cores in TRAIN_CORES.items()
 }
+
+
+
+def phrasings_fingerprint() -> str:
+    """A short hash of every training and held-out phrasing: what a model taught the QA format was asked in."""
+    text = json.dumps([TRAIN_TEMPLATES, HELDOUT_TEMPLATES], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
 
 QUESTION_PROMPT = """Write one short question that the passage below answers, about one person and one fact.
 Use only letters and spaces, no question mark. Reply with the question only.

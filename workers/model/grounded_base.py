@@ -27,6 +27,7 @@ import torch
 
 from loop.families.base import Example
 from loop.families.grounded import GroundedQA, statement
+from loop.families.grounded_questions import phrasings_fingerprint
 from workers.model.builtin import BuiltinConfig, build_model, train
 from workers.model.tokenizer import build_tokenizer, save_tokenizer
 
@@ -132,7 +133,7 @@ def bootstrap(config: GroundedConfig, out_dir: str | Path, family: GroundedQA | 
     save_tokenizer(tokenizer, out)
     from workers.generator import GenerationEngine
 
-    report = {"config": asdict(config), "parameters": model.num_parameters(), "train_minutes": round(minutes, 2),
+    report = {"config": asdict(config), "phrasings": phrasings_fingerprint(), "parameters": model.num_parameters(), "train_minutes": round(minutes, 2),
               "final_loss": loss, "heldout": evaluate_rates(GenerationEngine(out), family)}
     (out / REPORT_NAME).write_text(json.dumps(report, indent=2))
     return report
@@ -140,14 +141,18 @@ def bootstrap(config: GroundedConfig, out_dir: str | Path, family: GroundedQA | 
 
 def ensure_grounded(target: Path, config: GroundedConfig | None = None) -> Path:
     """Train the grounded base model into ``target`` unless it is already there. A cached model trained with
-    other settings is used as it is, with a warning that names the settings that differ (delete it to retrain)."""
+    other settings, or on other question phrasings (``phrasings_fingerprint``), is used as it is, with a warning
+    that names what differs (delete it to retrain)."""
     from workers.model.resolve import train_once
 
     config = config or GroundedConfig()
     report_path = target / REPORT_NAME
     if report_path.exists():
-        trained_with = json.loads(report_path.read_text()).get("config", {})
+        report = json.loads(report_path.read_text())
+        trained_with = report.get("config", {})
         differ = sorted(k for k, v in asdict(config).items() if trained_with.get(k) != v)
+        if report.get("phrasings") != phrasings_fingerprint():
+            differ.append("question phrasings")
         if differ:
             print(f"warning: the grounded base model at {target} was trained with other settings ({', '.join(differ)}"
                   f"); using it anyway: delete it to retrain")

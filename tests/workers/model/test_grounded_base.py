@@ -66,6 +66,7 @@ def test_bootstrap_saves_a_model_with_its_heldout_rates(tmp_path):
 def test_a_cached_model_trained_with_other_settings_is_used_with_a_warning(tmp_path, capsys):
     from dataclasses import asdict
 
+    from loop.families.grounded_questions import phrasings_fingerprint
     from workers.model.grounded_base import REPORT_NAME, ensure_grounded
 
     target = tmp_path / "grounded"
@@ -76,6 +77,10 @@ def test_a_cached_model_trained_with_other_settings_is_used_with_a_warning(tmp_p
     assert ensure_grounded(target) == target  # not retrained: the cache is the user's
     warning = capsys.readouterr().out
     assert "reading_forms, steps" in warning and "delete it to retrain" in warning
-    (target / REPORT_NAME).write_text(json.dumps({"config": asdict(GroundedConfig())}))
+    (target / REPORT_NAME).write_text(json.dumps({"config": asdict(GroundedConfig()), "phrasings": "0" * 12}))
+    ensure_grounded(target)
+    assert "(question phrasings)" in capsys.readouterr().out  # taught the QA format in other words
+    (target / REPORT_NAME).write_text(json.dumps({"config": asdict(GroundedConfig()),
+                                                  "phrasings": phrasings_fingerprint()}))
     ensure_grounded(target)
     assert "warning" not in capsys.readouterr().out
