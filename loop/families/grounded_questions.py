@@ -65,7 +65,6 @@ TRAIN_TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 
-
 def phrasings_fingerprint() -> str:
     """A short hash of every training and held-out phrasing: what a model taught the QA format was asked in."""
     text = json.dumps([TRAIN_TEMPLATES, HELDOUT_TEMPLATES], sort_keys=True)
@@ -80,20 +79,25 @@ Question:"""
 
 
 def match_template(question: str) -> tuple[str, str, str, str] | None:
-    """(entity, relation, template, phrasing) of a question written from a template, else None."""
-    for pattern, relation, form, phrasing in _TEMPLATE_PATTERNS:
-        match = pattern.match(question) or pattern.match(question[:1].lower() + question[1:])
-        if match:
-            return match.group(1), relation, form, phrasing
+    """(entity, relation, template, phrasing) of a question written from a template, else None: each capitalized
+    word in turn is taken as the subject and the rest looked up as a template (the question's first letter also
+    lowercased, as a sentence may begin capitalized)."""
+    for text in dict.fromkeys((question, question[:1].lower() + question[1:])):
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            if _NAME.fullmatch(word):
+                found = _TEMPLATES.get(" ".join([*words[:i], "{e}", *words[i + 1:]]))
+                if found:
+                    return (word, *found)
     return None
 
 
-_TEMPLATE_PATTERNS = [
-    (re.compile("^" + re.escape(form).replace(re.escape("{e}"), r"([A-Z][a-z]+)") + "$"), relation, form, phrasing)
-    for phrasing, templates in (("train", TRAIN_TEMPLATES), ("heldout", HELDOUT_TEMPLATES))
-    for relation, forms in templates.items()
-    for form in forms
-]
+_NAME = re.compile(r"[A-Z][a-z]+")
+_TEMPLATES: dict[str, tuple[str, str, str]] = {}  # template -> (relation, template, phrasing)
+for _phrasing, _templates in (("train", TRAIN_TEMPLATES), ("heldout", HELDOUT_TEMPLATES)):
+    for _relation, _forms in _templates.items():
+        for _form in _forms:
+            _TEMPLATES.setdefault(_form, (_relation, _form, _phrasing))
 
 
 def subject_of(text: str) -> str | None:
