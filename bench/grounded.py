@@ -193,6 +193,11 @@ def format_weakest(measured: dict) -> str:
     return f"  weakest phrasing: {phrasing} {rate['accuracy']:.2f} (n={rate['n']:.0f})"
 
 
+def format_more(measured: dict) -> str:
+    """What a round line shows after its rates: checked, sure and the weakest phrasing."""
+    return format_sure(measured) + format_weakest(measured)
+
+
 def format_rates(rates: dict) -> str:
     tiers = " ".join(f"t{t}:{r['answerable']:.2f}/{r['hallucination']:.2f}" for t, r in rates.items() if t != "all")
     return f"{rates['all']['answerable']:>10.3f} {rates['all']['hallucination']:>13.3f}  {tiers}"
@@ -261,8 +266,8 @@ def main(argv: list[str] | None = None) -> str:
     print(f"{'round':>5} {'asked':>6} {'kept':>5} {'label_acc':>9} {'kept_idk':>8} {'answerable':>10} "
           f"{'hallucination':>13}  per tier answerable/hallucination  [minutes]")
     rows = [{"round": 0, **measure(engine, family, calibration, args.max_hallucination, not args.no_check)}]
-    print(f"{0:>5} {'-':>6} {'-':>5} {'-':>9} {'-':>8} {format_rates(rows[0]['rates'])}{format_sure(rows[0])}"
-          f"{format_weakest(rows[0])}", flush=True)
+    print(f"{0:>5} {'-':>6} {'-':>5} {'-':>9} {'-':>8} {format_rates(rows[0]['rates'])}{format_more(rows[0])}",
+          flush=True)
     accepted: dict = {}
     started = time.monotonic()
     for round_no in range(1, args.rounds + 1):
@@ -285,8 +290,8 @@ def main(argv: list[str] | None = None) -> str:
         rows.append({"round": round_no, "asked": len(problems), **kept, **measured, "minutes": round(minutes, 2)})
         label = "-" if kept["label_accuracy"] is None else f"{kept['label_accuracy']:.3f}"
         print(f"{round_no:>5} {len(problems) if not args.ablation else 0:>6} {kept['kept']:>5} {label:>9} "
-              f"{kept['abstentions']:>8} {format_rates(measured['rates'])}  [{minutes:.1f}]{format_sure(measured)}"
-              f"{format_weakest(measured)}", flush=True)
+              f"{kept['abstentions']:>8} {format_rates(measured['rates'])}  [{minutes:.1f}]{format_more(measured)}",
+              flush=True)
     (out / "rounds.json").write_text(json.dumps(rows, indent=2))
     plot(rows, out / "grounded.png", f"held-out answerable accuracy and hallucination ({mode})")
     print(f"plot: {out / 'grounded.png'}")
@@ -297,13 +302,12 @@ def remeasure(args: argparse.Namespace, family: GroundedQA, model_dir: Path, cal
     """The base and every round's adapter of ``args.remeasure``, measured again; nothing is trained."""
     engine = GenerationEngine(model_dir)
     rows = [{"round": 0, **measure(engine, family, calibration, args.max_hallucination, not args.no_check)}]
-    print(f"{0:>5} {format_rates(rows[0]['rates'])}{format_sure(rows[0])}{format_weakest(rows[0])}", flush=True)
+    print(f"{0:>5} {format_rates(rows[0]['rates'])}{format_more(rows[0])}", flush=True)
     for adapter in sorted(args.remeasure.glob("round-[0-9][0-9][0-9]")):
         engine.use_adapter(adapter.name, adapter)
         rows.append({"round": int(adapter.name.split("-")[1]),
                      **measure(engine, family, calibration, args.max_hallucination, not args.no_check)})
-        print(f"{rows[-1]['round']:>5} {format_rates(rows[-1]['rates'])}{format_sure(rows[-1])}"
-              f"{format_weakest(rows[-1])}", flush=True)
+        print(f"{rows[-1]['round']:>5} {format_rates(rows[-1]['rates'])}{format_more(rows[-1])}", flush=True)
     (args.remeasure / "remeasured.json").write_text(json.dumps(rows, indent=2))
     plot(rows, args.remeasure / "remeasured.png", "held-out answerable accuracy and hallucination (remeasured)")
     print(f"plot: {args.remeasure / 'remeasured.png'}")

@@ -21,6 +21,7 @@ import argparse
 import random
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -60,12 +61,9 @@ def by_phrasing(engine, family: GroundedQA) -> dict[str, tuple[float, float, int
     spec = SamplingSpec(k=1, max_new_tokens=48)
     outputs = [o[0] for o in engine.generate([family.prompt(p) for p in problems], spec)]
     rates = family.phrasing_rates(problems, [family.read_answer(p, o) for p, o in zip(problems, outputs, strict=True)])
-    other: dict[str, int] = {}
-    for problem, output in zip(problems, outputs, strict=True):
-        said = statement(output.strip().split(".")[0])
-        if said is not None and said[1] != problem.data["relation"]:
-            other[family.phrasing_of(problem)] = other.get(family.phrasing_of(problem), 0) + 1
-    return {phrasing: (rate["accuracy"], other.get(phrasing, 0) / rate["n"], int(rate["n"]))
+    other = Counter(family.phrasing_of(problem) for problem, output in zip(problems, outputs, strict=True)
+                    if (said := statement(output.strip().split(".")[0])) and said[1] != problem.data["relation"])
+    return {phrasing: (rate["accuracy"], other[phrasing] / rate["n"], int(rate["n"]))
             for phrasing, rate in sorted(rates.items())}
 
 

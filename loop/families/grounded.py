@@ -3,8 +3,9 @@
 The builtin corpus is a synthetic world generated from a seed (``loop.families.world``): a few hundred people,
 their home town, job, favourite colour, pet and age, written as one passage each. Questions come from templates
 (``where does Kavo live``; ``loop.families.grounded_questions``); a real LLM can write them instead from
-``question_prompt(passage)``, and ``problem_from_question`` turns what it wrote back into a problem. The model answers without the corpus; the
-verifier's evidence check retrieves passages and accepts only an answer they support.
+``question_prompt(passage)``, and ``problem_from_question`` turns what it wrote back into a problem. The model
+answers without the corpus; the verifier's evidence check retrieves passages and accepts only an answer they
+support.
 
 Some questions have no answer in the corpus: the attribute is missing from the person's passage, or the person
 is not in the world at all (training asks about a new name each time; the held-out suite about the world's own
