@@ -23,7 +23,9 @@ from services.bus import Event, EventConsumer, EventProducer
 from services.bus.lag import LagMonitor
 from services.jobs import submit_job
 from services.settings import Settings
+from loop.families import get_family
 from loop.policy import LoopPolicy, mastered, next_difficulty, promotion_gate, round_step
+from loop.status import kept_precision
 
 log = logging.getLogger(__name__)
 GENERATOR_GROUP = "generators"
@@ -42,6 +44,8 @@ class LoopState:
     base_eval_job: str | None = None
     accepted_in_round: int = 0
     verified_in_round: int = 0
+    consistent_in_round: int = 0  # verdicts whose answers agreed (format and self-consistency passed)
+    contradicted_in_round: int = 0  # of those, the ones a relative's answer contradicted (a metamorphic check)
     requested_in_round: int = 0
     training_job: str | None = None
     evaluating: dict[str, dict] = field(default_factory=dict)  # adapter id -> its trained AdapterEvent
@@ -82,6 +86,7 @@ class Controller(EventConsumer):
         self.state = LoopState.load(self.state_path)
         self.producer = EventProducer(settings, client_id="controller")
         self.lag = LagMonitor(settings)
+        self.relation_names = get_family(policy.family, **policy.family_options).relation_names
         self._last_tick = 0.0
 
     # -- events ---------------------------------------------------------------------------------------
@@ -90,8 +95,7 @@ class Controller(EventConsumer):
             message = event.message
             if isinstance(message, Verdict):
                 if message.family == self.policy.family:
-                    self.state.verified_in_round += 1
-                    self.state.accepted_in_round += int(message.accepted)
+                    self.count_verdict(message)
             elif isinstance(message, AdapterEvent):
                 self.on_adapter(message)
             elif isinstance(message, EvalResult):
@@ -99,6 +103,14 @@ class Controller(EventConsumer):
             elif isinstance(message, JobEvent):
                 self.on_job(message)
         self.tick()
+
+    def count_verdict(self, verdict: Verdict) -> None:
+        passed = {c.name: c.passed for c in verdict.checks}
+        self.state.verified_in_round += 1
+        self.state.accepted_in_round += int(verdict.accepted)
+        if passed.get("format") and passed.get("self_consistency"):
+            self.state.consistent_in_round += 1
+            self.state.contradicted_in_round += int(not all(passed.get(r, True) for r in self.relation_names))
 
     def on_idle(self) -> None:
         self.tick()
@@ -142,6 +154,8 @@ class Controller(EventConsumer):
         self.state.round += 1
         self.state.accepted_in_round = 0
         self.state.verified_in_round = 0
+        self.state.consistent_in_round = 0
+        self.state.contradicted_in_round = 0
         self.state.requested_in_round = 0
 
     def follow_decision(self, event: AdapterEvent) -> None:
@@ -231,6 +245,14 @@ class Controller(EventConsumer):
                "promoted": promoted, "reason": reason, "accepted": self.state.accepted_in_round,
                "mastered": mastered(self.state.scores() or scores, self.policy.mastery),
                "scores": {s.difficulty: s.accuracy for s in scores}, "minutes": round((time.time() - self.state.started_at) / 60, 2)}
+        if adapter_id:
+            # Measurement only: what share of the round's kept labels is right where the family knows the truth, and
+            # the label-free estimate beside it (the share of agreeing answers that a relative contradicted).
+            known, right = kept_precision(self.settings, family=self.policy.family, round_no=self.state.round)
+            consistent = self.state.consistent_in_round
+            row |= {"kept_right": round(right / known, 4) if known else None,
+                    "contradicted": round(self.state.contradicted_in_round / consistent, 4) if consistent else None,
+                    "precision_bound": self.policy.precision_bound}
         with self.rounds_path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
 

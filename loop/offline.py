@@ -20,6 +20,7 @@ from loop.policy import LoopPolicy, promotion_gate
 from schemas.messages import Candidate, EvalScore
 from workers.evaluator import evaluate_family, mastered_difficulty
 from workers.generator import GenerationEngine, SamplingSpec
+from workers.generator.relatives import ask_relatives
 from workers.trainer import LoraTrainingConfig, train_lora
 from workers.verifier import VerifierChain
 
@@ -82,15 +83,17 @@ def run_offline(
         kept, right = 0, 0
         if not config.ablation:
             completions = engine.generate_renderings([family.renderings(p) for p in problems], config.sampling)
+            related = ask_relatives(engine, family, problems, config.sampling.max_new_tokens)
             timer.lap("generate")
             chain = VerifierChain.label_free(
                 family, threshold=config.agreement, accepted=accepted.keys(),
                 eval_ids=family.eval_ids(eval_range(target)), oracle=config.oracle,
             )
-            for problem, answers in zip(problems, completions, strict=True):
+            for problem, answers, relatives in zip(problems, completions, related, strict=True):
                 truth = family.true_answer(problem)
                 candidate = Candidate(sample_id=problem.sample_id, family=family.name, difficulty=target,
-                                      problem=problem.canonical, answers=answers, true_answer=truth)
+                                      problem=problem.canonical, answers=answers, related=relatives,
+                                      true_answer=truth)
                 verdict = chain.verify(candidate, problem)
                 if verdict.accepted:
                     accepted[problem.sample_id] = trains_as.training_example(problem, verdict.label, rng)

@@ -53,6 +53,11 @@ class LoopPolicy(BaseModel):
         default=1.0, gt=0, le=1,
         description="Self-consistency threshold of the verifiers (1.0: all k answers agree; docs/recipe.md).",
     )
+    precision_bound: float = Field(
+        default=0.95, gt=0, le=1,
+        description="Kept labels right (where the family knows the truth, measurement only) below which a round is "
+        "flagged in loopctl rounds and on the dashboard.",
+    )
     lora: dict = Field(
         default_factory=lambda: dict(RECIPE_LORA),
         description="Overrides of the trainer's LoraTrainingConfig (default: the arithmetic recipe, docs/recipe.md).",

@@ -27,12 +27,14 @@ class LoopStatus:
     accepted_per_s: float
     lag: dict[str, int]
     job: str | None = None  # the newest job not finished: "train_adapter 42% step 250/600, loss 0.31"
+    kept_right: float | None = None  # the current round's kept labels that are right (measurement only)
 
     def line(self) -> str:
         accuracy = " ".join(f"{d}:{a:.2f}" for d, a in sorted(self.mastered_scores.items())) or "-"
         lag = " ".join(f"{g}={n}" for g, n in self.lag.items())
         return (f"round {self.round or '-'} | difficulty {self.target or '-'} | adapter {self.promoted or 'base'} | "
                 f"accepted {self.samples.get('accepted', 0)} ({self.accepted_per_s:.1f}/s) rejected {self.samples.get('rejected', 0)} | "
+                f"{'' if self.kept_right is None else f'kept right {self.kept_right:.3f} | '}"
                 f"held-out {accuracy} | {f'job {self.job} | ' if self.job else ''}lag {lag}")
 
 
@@ -67,8 +69,30 @@ def read_status(settings: Settings, engine: Engine, lag_monitor=None, *, window_
             except Exception:  # noqa: BLE001 - a status line must not die with Kafka
                 lag[group] = -1
     scores = {int(s["difficulty"]): s["accuracy"] for s in state.get("promoted_scores") or []}
+    known, right = _kept_precision(engine, None, state.get("round"))
     return LoopStatus(state.get("round"), state.get("target"), state.get("promoted_id") or promoted, scores, counts,
-                      recent / window_s, lag, _job_text(*active) if active else None)
+                      recent / window_s, lag, _job_text(*active) if active else None,
+                      right / known if known else None)
+
+
+def kept_precision(settings: Settings, *, family: str, round_no: int) -> tuple[int, int]:
+    """(kept samples of the round whose true answer is known, those of them labelled with it): measurement only."""
+    from services.store.db import open_store
+
+    return _kept_precision(open_store(settings), family, round_no)
+
+
+def _kept_precision(engine: Engine, family: str | None, round_no: int | None) -> tuple[int, int]:
+    if round_no is None:
+        return 0, 0
+    kept = [Sample.status == "accepted", Sample.round == round_no, Sample.true_answer.is_not(None)]
+    if family is not None:
+        kept.append(Sample.family == family)
+    with engine.connect() as connection:
+        known = connection.execute(select(func.count()).select_from(Sample).where(*kept)).scalar_one()
+        right = connection.execute(select(func.count()).select_from(Sample)
+                                   .where(*kept, Sample.label == Sample.true_answer)).scalar_one()
+    return known, right
 
 
 def _job_text(kind: str, state: str, progress: float | None, message: str) -> str:
@@ -86,12 +110,20 @@ def read_rounds(settings: Settings) -> list[dict]:
 
 def rounds_table(rounds: list[dict]) -> str:
     lengths = sorted({int(d) for r in rounds for d in r["scores"]})
-    header = f"{'round':>5} {'target':>6} {'adapter':<32} {'decision':<9} {'accepted':>8} {'mastered':>8}  " + " ".join(f"{d:>5}" for d in lengths)
+    header = (f"{'round':>5} {'target':>6} {'adapter':<32} {'decision':<9} {'accepted':>8} {'right':>7} "
+              f"{'contra':>6} {'mastered':>8}  " + " ".join(f"{d:>5}" for d in lengths))
     lines = [header]
     for r in rounds:
         decision = "promoted" if r["promoted"] else "rejected"
         cells = " ".join(f"{r['scores'].get(str(d), r['scores'].get(d, float('nan'))):>5.2f}" for d in lengths)
-        lines.append(f"{r['round']:>5} {r['target']:>6} {(r['adapter_id'] or 'base'):<32} {decision:<9} {r['accepted']:>8} {r['mastered']:>8}  {cells}")
+        right, contra = r.get("kept_right"), r.get("contradicted")
+        below = right is not None and right < r.get("precision_bound", 0.95)
+        right_cell = "-" if right is None else f"{right:.3f}{'!' if below else ' '}"
+        contra_cell = "-" if contra is None else f"{contra:.3f}"
+        lines.append(f"{r['round']:>5} {r['target']:>6} {(r['adapter_id'] or 'base'):<32} {decision:<9} {r['accepted']:>8} "
+                     f"{right_cell:>7} {contra_cell:>6} {r['mastered']:>8}  {cells}")
+    lines.append("right: kept labels that are right (measurement only; ! below the policy's precision_bound); "
+                 "contra: agreeing answers a relative contradicted")
     return "\n".join(lines)
 
 
@@ -104,12 +136,25 @@ def plot_rounds(rounds: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     lengths = sorted({int(d) for r in rounds for d in r["scores"]})
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, (ax, kept) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, height_ratios=(2, 1))
+    measured = [r for r in rounds if r.get("kept_right") is not None]
+    kept.plot([r["round"] for r in measured], [r["kept_right"] for r in measured], marker="o", color="black",
+              label="kept labels right (measurement)")
+    contra = [r for r in rounds if r.get("contradicted") is not None]
+    kept.plot([r["round"] for r in contra], [r["contradicted"] for r in contra], marker="x", color="tab:red",
+              label="agreeing answers a relative contradicted")
+    bound = max((r.get("precision_bound", 0.95) for r in rounds), default=0.95)
+    kept.axhline(bound, color="grey", linestyle="--", linewidth=0.8)
+    for r in measured:
+        if r["kept_right"] < r.get("precision_bound", 0.95):
+            kept.annotate(f"{r['kept_right']:.2f}", (r["round"], r["kept_right"]), color="tab:red", fontsize=8)
+    kept.set(xlabel="round", ylabel="share", ylim=(-0.02, 1.02))
+    kept.legend(fontsize=8)
     for length in lengths:
         points = [(r["round"], r["scores"][str(length)]) for r in rounds if str(length) in r["scores"]]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{length} digits")
     ax.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
-    ax.set(xlabel="round", ylabel="held-out accuracy", title="held-out accuracy per length, by round", ylim=(-0.02, 1.02))
+    ax.set(ylabel="held-out accuracy", title="held-out accuracy per length, and the kept labels, by round", ylim=(-0.02, 1.02))
     ax.legend(ncol=2, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -64,6 +64,16 @@ class GenerateRequest(Message):
         return self.request_id
 
 
+class RelatedAnswers(BaseModel):
+    """The model's answers to a problem related to the candidate's (a metamorphic relation its family declares)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    relation: str = Field(description="The kind of relation, a name the family declares (shifted_pair ...).")
+    problem: str = Field(description="The related problem in canonical form.")
+    answers: list[str] = Field(description="The completions, one greedy answer per rendering.")
+
+
 class Candidate(Message):
     topic: ClassVar[str] = "loop.candidates"
 
@@ -72,6 +82,7 @@ class Candidate(Message):
     difficulty: int = Field(ge=0)
     problem: str
     answers: list[str]
+    related: list[RelatedAnswers] = Field(default_factory=list, description="Answers to the family's relatives of the problem.")
     adapter_id: str | None = None
     request_id: str | None = None
     round: int = Field(default=0, ge=0)

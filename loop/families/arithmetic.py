@@ -11,7 +11,7 @@ import copy
 import functools
 import random
 
-from loop.families.base import Example, Problem, TaskFamily
+from loop.families.base import Example, Problem, Relation, TaskFamily
 from loop.families.registry import register_family
 from workers.model import arithmetic_format as fmt
 
@@ -92,6 +92,30 @@ class Arithmetic(TaskFamily):
         agreement of both orders keeps far fewer of the wrong labels than samples of one order)."""
         a, b = problem.data["a"], problem.data["b"]
         return [self.prompt(problem), fmt.format_prompt(b, a, self.width(problem))]
+
+    relation_names = ("shifted_pair", "neighbour")
+
+    def relations(self, problem: Problem) -> list[Relation]:
+        """Two relatives of a + b of the same length, drawn by a seed from the sample id:
+        ``shifted_pair``: (a + x) + (b - x) (or (a - x) + (b + x)), the same sum with other digits in every place
+        that x reaches; ``neighbour``: a problem one larger (or one smaller, where one larger would be longer), whose
+        sum is the label plus one (minus one). A unanimous wrong sum at the frontier comes from the digits where it is
+        wrong, so the relatives' answers, with their digits moved, rarely repeat it."""
+        a, b = problem.data["a"], problem.data["b"]
+        rng = random.Random(problem.sample_id)
+        found = []
+        shifted = _shifted_pair(a, b, rng)
+        if shifted is not None:
+            x = shifted[0] - a
+            found.append(Relation("shifted_pair", self.problem(*shifted), lambda label: label,
+                                  f"{x:+d} on the first operand, {-x:+d} on the second"))
+        neighbour = _neighbour(a, b)
+        if neighbour is not None:
+            step = sum(neighbour) - a - b
+            found.append(Relation("neighbour", self.problem(*neighbour),
+                                  lambda label: str(int(label) + step) if label.isdigit() else None,
+                                  "one more" if step > 0 else "one less"))
+        return found
 
     def read_answer(self, problem: Problem, completion: str) -> str | None:
         value = fmt.parse_answer(completion, self.width(problem))
@@ -174,3 +198,31 @@ class Arithmetic(TaskFamily):
         if not plus or not a.isdigit() or not b.isdigit():
             raise ValueError(f"not an addition problem: {canonical!r}")
         return self.problem(int(a), int(b))
+
+
+def _shifted_pair(a: int, b: int, rng: random.Random) -> tuple[int, int] | None:
+    """(a + x, b - x) or (a - x, b + x), both operands of their old lengths, x not a multiple of ten (so the units
+    move); None where no such x exists (0 + 0)."""
+    la, lb = len(str(a)), len(str(b))
+    for sign in rng.sample((1, -1), 2):
+        give, take, room_give = (a, b, 10**la - 1 - a) if sign > 0 else (b, a, 10**lb - 1 - b)
+        floor_take = 10 ** (len(str(take)) - 1) if take >= 10 else 0
+        limit = min(room_give, take - floor_take)
+        choices = [x for x in (rng.randint(1, limit) for _ in range(8)) if x % 10] if limit >= 1 else []
+        if choices:
+            x = choices[0]
+            return (a + x, b - x) if sign > 0 else (a - x, b + x)
+    return None
+
+
+def _neighbour(a: int, b: int) -> tuple[int, int] | None:
+    """The problem one larger, the operands keeping their lengths; else one smaller; None for 0 + 0."""
+    if len(str(a + 1)) == len(str(a)):
+        return a + 1, b
+    if len(str(b + 1)) == len(str(b)):
+        return a, b + 1
+    if a > 0 and len(str(a - 1)) == len(str(a)):
+        return a - 1, b
+    if b > 0 and len(str(b - 1)) == len(str(b)):
+        return a, b - 1
+    return None

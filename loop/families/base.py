@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +32,23 @@ class Problem:
         return sample_id_for(self.family, self.canonical)
 
 
+@dataclass(frozen=True)
+class Relation:
+    """A metamorphic relation: a related problem the model is asked too, and the answer it must give there if the
+    candidate's label is right. Self-consistency asks the same question again, so a confident systematic error
+    passes it; a related problem moves the digits the error depends on, so a wrong label is contradicted by the
+    model's own answer to the relative (docs/verification.md)."""
+
+    name: str  # the relation's kind; the verifier runs one check per kind (``TaskFamily.relation_names``)
+    problem: Problem
+    expect: Callable[[str], str | None] = field(compare=False)  # label -> the related problem's answer
+    description: str = ""  # how the relative was made, for the check's reason ("one more")
+
+
 class TaskFamily(ABC):
     name: str
     unknown_answer: str | None = None  # the answer that abstains ("I do not know"); None where a family has none
+    relation_names: tuple[str, ...] = ()  # the kinds of ``relations`` this family declares, one check each
 
     @abstractmethod
     def make_problems(self, difficulty: int, count: int, rng: random.Random) -> list[Problem]:
@@ -48,6 +63,11 @@ class TaskFamily(ABC):
         shared among them, and the self-consistency vote then needs the renderings to agree as well as the samples:
         a model's systematic error depends on how the problem is written, so it rarely survives a second writing."""
         return [self.prompt(problem)]
+
+    def relations(self, problem: Problem) -> list[Relation]:
+        """The related problems the model is also asked for ``problem``: a pure function of the problem (the generator
+        asks them, the verifier rebuilds them to judge the answers), at most one of each kind in ``relation_names``."""
+        return []
 
     @abstractmethod
     def read_answer(self, problem: Problem, completion: str) -> str | None:

@@ -25,6 +25,7 @@ from services.bus.lag import LagMonitor
 from services.settings import Settings
 from workers.generator.adapter_follower import AdapterFollower
 from workers.generator.engine import GenerationEngine, SamplingSpec
+from workers.generator.relatives import ask_relatives
 
 log = logging.getLogger(__name__)
 VERIFIER_GROUP = "verifiers"
@@ -76,11 +77,12 @@ class GeneratorWorker(EventConsumer):
             chunk = problems[start : start + self.chunk_size]
             began = time.monotonic()
             answers = self.engine.generate_renderings([family.renderings(p) for p in chunk], spec)
+            related = ask_relatives(self.engine, family, chunk, spec.max_new_tokens)
             per_sample_ms = (time.monotonic() - began) * 1000 / max(1, len(chunk))
-            for problem, completions in zip(chunk, answers, strict=True):
+            for problem, completions, relatives in zip(chunk, answers, related, strict=True):
                 self.producer.publish(Candidate(
                     sample_id=problem.sample_id, family=family.name, difficulty=problem.difficulty,
-                    problem=problem.canonical, answers=completions, adapter_id=self.engine.adapter_id,
+                    problem=problem.canonical, answers=completions, related=relatives, adapter_id=self.engine.adapter_id,
                     request_id=request.request_id, round=request.round, true_answer=family.true_answer(problem),
                     meta=problem.data, timings_ms={"generate": round(per_sample_ms, 3)},
                 ))

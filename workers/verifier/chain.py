@@ -26,15 +26,20 @@ class VerifierChain:
         accepted: Container[str] = frozenset(),
         eval_ids: Container[str] = frozenset(),
         oracle: bool = False,
+        relations: bool = True,
     ) -> "VerifierChain":
-        """The default chain; the true answer decides acceptance only when ``oracle`` is on."""
+        """The default chain: format, self-consistency, one metamorphic check per relation the family declares
+        (unless ``relations`` is off), novelty, decontamination; the true answer decides acceptance only when
+        ``oracle`` is on."""
         options = {
             "self_consistency": {"threshold": threshold},
             "duplicate": {"accepted": accepted},
             "contamination": {"eval_ids": eval_ids},
         }
         names = list(LABEL_FREE_CHECKS) + (["oracle"] if oracle else [])
-        return cls(family, [build_check(name, **options.get(name, {})) for name in names])
+        checks = [build_check(name, **options.get(name, {})) for name in names]
+        metamorphic = [build_check("metamorphic", relation=r) for r in family.relation_names] if relations else []
+        return cls(family, checks[:2] + metamorphic + checks[2:])
 
     def read(self, candidate: Candidate, problem: Problem) -> Reading:
         answers = [self.family.read_answer(problem, completion) for completion in candidate.answers]

@@ -114,6 +114,46 @@ class SelfConsistency(Check):
         return self.result(passed, share, f"{votes} of {k} answers agree on {answer!r}; {share:.2f} {verb} {self.threshold:.2f}")
 
 
+@register_check("metamorphic")
+class Metamorphic(Check):
+    """The model's answers to a related problem (``TaskFamily.relations``) must be what the label implies there.
+
+    One check per kind of relation, named after it, so that each kind's catch rate can be measured on its own. A
+    problem with no relative of this kind passes; a relative the generator did not ask fails (nothing vouches for
+    the label). The true answer takes no part."""
+
+    def __init__(self, relation: str, threshold: float = 1.0) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"metamorphic threshold must be in (0, 1], got {threshold}")
+        self.name = relation
+        self.threshold = threshold
+
+    def check(self, reading: Reading) -> CheckResult:
+        label, _ = reading.label
+        mine = [r for r in reading.family.relations(reading.problem) if r.name == self.name]
+        if not mine:
+            return self.result(True, 1.0, f"no {self.name} relative of {reading.problem.canonical!r}")
+        if label is None:
+            return self.result(False, 0.0, "no label to relate")
+        asked = {(r.relation, r.problem): r.answers for r in reading.candidate.related}
+        agree = total = 0
+        notes = []
+        for relation in mine:
+            completions = asked.get((relation.name, relation.problem.canonical))
+            if not completions:
+                return self.result(False, 0.0, f"{relation.problem.canonical!r} ({relation.description}) was not asked")
+            expected = relation.expect(label)
+            got = [reading.family.read_answer(relation.problem, c) for c in completions]
+            agree += sum(g is not None and g == expected for g in got)
+            total += len(got)
+            said = ", ".join("malformed" if g is None else g for g in got)
+            notes.append(f"{relation.problem.canonical} ({relation.description}) answered {said}; "
+                         f"the label {label} implies {expected}")
+        share = agree / total
+        passed = share >= self.threshold
+        return self.result(passed, share, ("agrees: " if passed else "contradicts the label: ") + "; ".join(notes))
+
+
 @register_check("duplicate")
 class ExactDuplicate(Check):
     """A problem already accepted adds nothing (the sample id is a hash of the canonical problem)."""

@@ -1,17 +1,26 @@
+from collections import Counter
+
 import pytest
 
 from loop.families import get_family
 from loop.families.arithmetic import Arithmetic
-from schemas.messages import Candidate
+from schemas.messages import Candidate, RelatedAnswers
 from workers.verifier import VerifierChain, build_check
 
 FAMILY = get_family("arithmetic")
 
 
-def candidate_for(problem, answers):
+def candidate_for(problem, answers, *, relatives=True):
+    """A candidate whose relatives, where asked, are answered as its majority implies (a model consistent with
+    itself, right or wrong)."""
     completions = [FAMILY.write_answer(problem, a) if a.isdigit() else a for a in answers]
+    majority = Counter(answers).most_common(1)[0][0]
+    related = [RelatedAnswers(relation=r.name, problem=r.problem.canonical,
+                              answers=[FAMILY.write_answer(r.problem, r.expect(majority))] * 2)
+               for r in FAMILY.relations(problem)] if relatives and majority.isdigit() else []
     return Candidate(sample_id=problem.sample_id, family="arithmetic", difficulty=problem.difficulty,
-                     problem=problem.canonical, answers=completions, true_answer=FAMILY.true_answer(problem))
+                     problem=problem.canonical, answers=completions, related=related,
+                     true_answer=FAMILY.true_answer(problem))
 
 
 def run(check, problem, answers):
@@ -67,3 +76,67 @@ def test_labels_are_the_majority_not_the_truth_unless_oracle_mode():
     oracle = VerifierChain.label_free(FAMILY, oracle=True).verify(candidate_for(PROBLEM, wrong), PROBLEM)
     assert not oracle.accepted
     assert "differs from the true answer" in oracle.checks[-1].reason
+
+
+# A confident systematic error at the frontier: every sample and both orders agree on a units digit one too high.
+SYSTEMATIC = Arithmetic.problem(396625, 433251)  # 829876; the model says 829877
+
+
+def related_for(problem, answer_of):
+    """The candidate's relatives answered by ``answer_of(related problem)``, twice each (both renderings)."""
+    return [RelatedAnswers(relation=r.name, problem=r.problem.canonical,
+                           answers=[FAMILY.write_answer(r.problem, answer_of(r.problem))] * 2)
+            for r in FAMILY.relations(problem)]
+
+
+def metamorphic(problem, label, answer_of):
+    candidate = candidate_for(problem, [label] * 6).model_copy(update={"related": related_for(problem, answer_of)})
+    verdict = VerifierChain.label_free(FAMILY).verify(candidate, problem)
+    return verdict, {c.name: c for c in verdict.checks}
+
+
+@pytest.mark.parametrize("relation", Arithmetic.relation_names)
+def test_each_relation_rejects_a_unanimous_units_digit_one_too_high(relation):
+    # The model answers the relatives right: the label's off-by-one shows against them.
+    verdict, checks = metamorphic(SYSTEMATIC, "829877", lambda p: FAMILY.true_answer(p))
+    assert checks["self_consistency"].passed  # what self-consistency alone would keep
+    assert not checks[relation].passed and not verdict.accepted and verdict.label is None
+    assert "contradicts the label" in checks[relation].reason and "the label 829877 implies" in checks[relation].reason
+
+
+@pytest.mark.parametrize("relation", Arithmetic.relation_names)
+def test_each_relation_accepts_a_right_answer_with_its_reason(relation):
+    verdict, checks = metamorphic(SYSTEMATIC, "829876", lambda p: FAMILY.true_answer(p))
+    assert checks[relation].passed and verdict.accepted and verdict.label == "829876"
+    assert checks[relation].reason.startswith("agrees: ") and "the label 829876 implies" in checks[relation].reason
+
+
+def test_shifted_pair_rejects_an_error_the_neighbour_repeats():
+    # An error that is the same on every problem (units one too high everywhere) survives the neighbour (one more
+    # answered one too high is still one more) but not the shifted pair, whose relative the model answers right.
+    def biased(p):
+        right = int(FAMILY.true_answer(p))
+        return str(right) if p.canonical == FAMILY.relations(SYSTEMATIC)[0].problem.canonical else str(right + 1)
+
+    verdict, checks = metamorphic(SYSTEMATIC, "829877", biased)
+    assert checks["neighbour"].passed and not checks["shifted_pair"].passed and not verdict.accepted
+
+
+def test_a_relative_not_asked_fails_and_a_problem_without_relatives_passes():
+    candidate = candidate_for(SYSTEMATIC, ["829876"] * 6, relatives=False)
+    checks = {c.name: c for c in VerifierChain.label_free(FAMILY).verify(candidate, SYSTEMATIC).checks}
+    assert not checks["shifted_pair"].passed and "was not asked" in checks["shifted_pair"].reason
+    zero = Arithmetic.problem(0, 0)  # no shifted pair exists
+    verdict, checks = metamorphic(zero, "0", lambda p: FAMILY.true_answer(p))
+    assert checks["shifted_pair"].passed and "no shifted_pair relative" in checks["shifted_pair"].reason
+    assert verdict.accepted
+
+
+def test_relatives_are_a_pure_function_of_the_problem_and_keep_its_length():
+    for a, b in [(396625, 433251), (883621, 6), (93, 970205), (99999, 99999), (7, 0)]:
+        problem = Arithmetic.problem(a, b)
+        first, again = FAMILY.relations(problem), FAMILY.relations(Arithmetic.problem(a, b))
+        assert first == again and {r.name for r in first} <= set(Arithmetic.relation_names)
+        for relation in first:
+            assert relation.problem.difficulty == problem.difficulty and relation.problem != problem
+            assert relation.expect(FAMILY.true_answer(problem)) == FAMILY.true_answer(relation.problem)
