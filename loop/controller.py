@@ -24,7 +24,8 @@ from services.bus.lag import LagMonitor
 from services.jobs import submit_job
 from services.settings import Settings
 from loop.families import get_family
-from loop.policy import LoopPolicy, mastered, next_difficulty, promotion_gate, round_step
+from loop.policy import (LoopPolicy, contradicted_share, mastered, next_difficulty, promotion_gate, round_sampling,
+                         round_step)
 from loop.status import kept_precision
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class LoopState:
     verified_in_round: int = 0
     consistent_in_round: int = 0  # verdicts whose answers agreed (format and self-consistency passed)
     contradicted_in_round: int = 0  # of those, the ones a relative's answer contradicted (a metamorphic check)
+    stricter: bool = False  # the last round's contradiction share passed policy.max_contradicted: ask more answers
     requested_in_round: int = 0
     training_job: str | None = None
     evaluating: dict[str, dict] = field(default_factory=dict)  # adapter id -> its trained AdapterEvent
@@ -112,6 +114,12 @@ class Controller(EventConsumer):
             self.state.consistent_in_round += 1
             self.state.contradicted_in_round += int(not all(passed.get(r, True) for r in self.relation_names))
 
+    def contradicted_share(self) -> float:
+        return contradicted_share(self.state.consistent_in_round, self.state.contradicted_in_round)
+
+    def sampling(self) -> Sampling:
+        return round_sampling(self.policy, stricter=self.state.stricter)
+
     def on_idle(self) -> None:
         self.tick()
 
@@ -150,6 +158,7 @@ class Controller(EventConsumer):
             self.state.promoted_scores = [s.model_dump() for s in scores]
         now_mastered = mastered(self.state.scores() or [], self.policy.mastery)
         self.record_round(event.adapter_id, scores, decision.promote, decision.reason)
+        self.state.stricter = self.contradicted_share() > self.policy.max_contradicted
         self.state.target = next_difficulty(self.state.target, now_mastered, self.policy)
         self.state.round += 1
         self.state.accepted_in_round = 0
@@ -226,7 +235,7 @@ class Controller(EventConsumer):
             request = GenerateRequest(
                 request_id=f"req-{uuid4().hex[:12]}", family=policy.family, difficulty=state.target, count=count,
                 adapter_id=state.promoted_id, round=state.round,
-                sampling=Sampling(k=policy.k, temperature=policy.temperature),
+                sampling=self.sampling(),
             )
             self.producer.publish(request).get(timeout=30)
             state.requested_in_round += count
@@ -251,8 +260,8 @@ class Controller(EventConsumer):
             known, right = kept_precision(self.settings, family=self.policy.family, round_no=self.state.round)
             consistent = self.state.consistent_in_round
             row |= {"kept_right": round(right / known, 4) if known else None,
-                    "contradicted": round(self.state.contradicted_in_round / consistent, 4) if consistent else None,
-                    "precision_bound": self.policy.precision_bound}
+                    "contradicted": round(self.contradicted_share(), 4) if consistent else None,
+                    "k": self.sampling().k, "precision_bound": self.policy.precision_bound}
         with self.rounds_path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.messages import EvalScore
+from schemas.messages import PRECISION_BOUND, EvalScore, Sampling
 
 
 # The measured recipe of docs/recipe.md (also the defaults of bench/self_improve_offline.py and
@@ -54,9 +54,15 @@ class LoopPolicy(BaseModel):
         description="Self-consistency threshold of the verifiers (1.0: all k answers agree; docs/recipe.md).",
     )
     precision_bound: float = Field(
-        default=0.95, gt=0, le=1,
+        default=PRECISION_BOUND, gt=0, le=1,
         description="Kept labels right (where the family knows the truth, measurement only) below which a round is "
         "flagged in loopctl rounds and on the dashboard.",
+    )
+    max_contradicted: float = Field(
+        default=0.25, ge=0, le=1,
+        description="A round in which relatives contradict more than this share of the agreeing answers (the "
+        "label-free estimate of confident errors) makes the next round stricter: twice k, all of which must agree "
+        "(docs/verification.md).",
     )
     lora: dict = Field(
         default_factory=lambda: dict(RECIPE_LORA),
@@ -154,3 +160,17 @@ def round_step(
     if accepted >= policy.retrain_after or (exhausted and accepted > 0):
         return "train"
     return "more" if exhausted else "wait"
+
+
+def contradicted_share(consistent: int, contradicted: int) -> float:
+    """The label-free estimate of how often the model is confidently wrong in a round: of the candidates whose answers
+    agreed, the share that a relative's answer contradicted (0 when none agreed)."""
+    return contradicted / consistent if consistent else 0.0
+
+
+def round_sampling(policy: LoopPolicy, *, stricter: bool) -> Sampling:
+    """A round's sampling. After a round whose contradiction share passed ``policy.max_contradicted``, twice the
+    answers, all of which the verifiers require to agree (``agreement``): a label then needs more of the model's own
+    samples behind it, and a confident error has more chances to show a crack."""
+    k = min(64, policy.k * 2) if stricter else policy.k
+    return Sampling(k=k, temperature=policy.temperature)

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
+# The share of a round's kept labels that must be right (where the truth is known, measured, never deciding) for the
+# round not to be flagged: the default of the policy's precision_bound, and the line on the dashboard's chart.
+PRECISION_BOUND = 0.95
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)

@@ -34,15 +34,16 @@ class Problem:
 
 @dataclass(frozen=True)
 class Relation:
-    """A metamorphic relation: a related problem the model is asked too, and the answer it must give there if the
-    candidate's label is right. Self-consistency asks the same question again, so a confident systematic error
-    passes it; a related problem moves the digits the error depends on, so a wrong label is contradicted by the
-    model's own answer to the relative (docs/verification.md)."""
+    """A metamorphic relation: related problems the model is asked too, and how their answers must relate to the
+    candidate's label if the label is right. Self-consistency asks the same question again, so a confident
+    systematic error passes it; related problems put the digits where the error comes from elsewhere (or into a
+    range the model has mastered), so the model's own answers there contradict a wrong label (docs/verification.md)."""
 
     name: str  # the relation's kind; the verifier runs one check per kind (``TaskFamily.relation_names``)
-    problem: Problem
-    expect: Callable[[str], str | None] = field(compare=False)  # label -> the related problem's answer
-    description: str = ""  # how the relative was made, for the check's reason ("one more")
+    problems: tuple[Problem, ...]
+    agrees: Callable[[str, tuple[str, ...]], bool] = field(compare=False)  # label, one answer per problem
+    implied: Callable[[str], str] = field(compare=False)  # what the label implies there, for the check's reason
+    description: str = ""  # how the related problems were made ("the low 5 digits and the top digit")
 
 
 class TaskFamily(ABC):

@@ -230,6 +230,14 @@ class AccuracyPoint(BaseModel):
     n: int
 
 
+class KeptPoint(BaseModel):
+    round: int
+    family: str
+    kept: int = Field(description="Accepted samples of the round whose true answer is known.")
+    right: int = Field(description="Of those, the ones labelled with the true answer (measurement only).")
+    precision: float | None = Field(description="right / kept; None when nothing is known.")
+
+
 class Throughput(BaseModel):
     window_s: int
     generated: int

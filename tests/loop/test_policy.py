@@ -1,4 +1,5 @@
-from loop.policy import LoopPolicy, mastered, next_difficulty, promotion_gate, round_step
+from loop.policy import (LoopPolicy, contradicted_share, mastered, next_difficulty, promotion_gate, round_sampling,
+                         round_step)
 from schemas.messages import EvalScore
 
 
@@ -85,3 +86,12 @@ def test_by_default_a_round_trains_once_all_of_its_problems_are_verified():
     assert LoopPolicy(problems_per_round=300).retrain_after_verified == 300
     assert LoopPolicy(problems_per_round=300, retrain_after_verified=100).retrain_after_verified == 100
     assert LoopPolicy(retrain_after_verified=None).retrain_after_verified is None  # the trigger on accepted samples
+
+
+def test_a_round_whose_relatives_contradict_too_many_answers_makes_the_next_stricter():
+    policy = LoopPolicy(k=6, max_contradicted=0.25)
+    assert contradicted_share(0, 0) == 0.0 and contradicted_share(200, 60) == 0.3
+    assert round_sampling(policy, stricter=False).k == 6
+    assert contradicted_share(200, 60) > policy.max_contradicted
+    assert round_sampling(policy, stricter=True).k == 12
+    assert round_sampling(LoopPolicy(k=40), stricter=True).k == 64  # the message's cap

@@ -116,11 +116,12 @@ class SelfConsistency(Check):
 
 @register_check("metamorphic")
 class Metamorphic(Check):
-    """The model's answers to a related problem (``TaskFamily.relations``) must be what the label implies there.
+    """The model's answers to the related problems of a relation (``TaskFamily.relations``) must relate to the label
+    as the relation says, rendering by rendering.
 
     One check per kind of relation, named after it, so that each kind's catch rate can be measured on its own. A
-    problem with no relative of this kind passes; a relative the generator did not ask fails (nothing vouches for
-    the label). The true answer takes no part."""
+    problem with no relation of this kind passes; a related problem the generator did not ask fails (nothing vouches
+    for the label). The true answer takes no part."""
 
     def __init__(self, relation: str, threshold: float = 1.0) -> None:
         if not 0.0 < threshold <= 1.0:
@@ -132,24 +133,26 @@ class Metamorphic(Check):
         label, _ = reading.label
         mine = [r for r in reading.family.relations(reading.problem) if r.name == self.name]
         if not mine:
-            return self.result(True, 1.0, f"no {self.name} relative of {reading.problem.canonical!r}")
+            return self.result(True, 1.0, f"no {self.name} relation for {reading.problem.canonical!r}")
         if label is None:
             return self.result(False, 0.0, "no label to relate")
         asked = {(r.relation, r.problem): r.answers for r in reading.candidate.related}
         agree = total = 0
         notes = []
         for relation in mine:
-            completions = asked.get((relation.name, relation.problem.canonical))
-            if not completions:
-                return self.result(False, 0.0, f"{relation.problem.canonical!r} ({relation.description}) was not asked")
-            expected = relation.expect(label)
-            got = [reading.family.read_answer(relation.problem, c) for c in completions]
-            agree += sum(g is not None and g == expected for g in got)
-            total += len(got)
-            said = ", ".join("malformed" if g is None else g for g in got)
-            notes.append(f"{relation.problem.canonical} ({relation.description}) answered {said}; "
-                         f"the label {label} implies {expected}")
-        share = agree / total
+            said = []
+            for related in relation.problems:
+                completions = asked.get((relation.name, related.canonical))
+                if not completions:
+                    return self.result(False, 0.0, f"{related.canonical!r} ({relation.description}) was not asked")
+                said.append([reading.family.read_answer(related, c) for c in completions])
+            for answers in zip(*said, strict=False):  # one tuple per rendering
+                total += 1
+                agree += None not in answers and relation.agrees(label, answers)
+            shown = "; ".join(f"{p.canonical} answered {', '.join('malformed' if a is None else a for a in got)}"
+                              for p, got in zip(relation.problems, said, strict=True))
+            notes.append(f"{shown}; the label needs {relation.implied(label)}")
+        share = agree / total if total else 0.0
         passed = share >= self.threshold
         return self.result(passed, share, ("agrees: " if passed else "contradicts the label: ") + "; ".join(notes))
 

@@ -17,11 +17,12 @@ from fastapi.templating import Jinja2Templates
 
 from services.api.deps import DbSession
 from services.api.models import SampleSort, SampleStatus
-from services.api.pages.charts import accuracy_chart
+from schemas.messages import PRECISION_BOUND
+from services.api.pages.charts import accuracy_chart, kept_chart
 from services.api.queries.adapters import list_adapters
 from services.api.queries.dead_letters import list_dead_letters
 from services.api.queries.jobs import list_jobs
-from services.api.queries.metrics import accuracy_points, overview
+from services.api.queries.metrics import accuracy_points, kept_points, overview
 from services.api.queries.samples import filter_choices, get_sample, list_samples, sample_filters
 from services.api.queries.snapshots import diff_snapshots, list_snapshots, resolve_snapshot_id
 
@@ -62,7 +63,8 @@ def _text(params, name: str) -> str | None:
 @router.get("/", response_class=HTMLResponse)
 def overview_page(request: Request, session: DbSession) -> HTMLResponse:
     points = accuracy_points(session)
-    return _render(request, "overview.html", overview=overview(session), chart=accuracy_chart(points), points=points)
+    return _render(request, "overview.html", overview=overview(session), chart=accuracy_chart(points), points=points,
+                   kept=kept_chart(kept_points(session), PRECISION_BOUND), bound=PRECISION_BOUND)
 
 
 @router.get("/samples", response_class=HTMLResponse)

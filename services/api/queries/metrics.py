@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlmodel import Session
 
 from schemas.tables import Adapter, DeadLetterRecord, EvalRecord, Job, Sample, Snapshot
-from services.api.models import AccuracyPoint, AdapterRef, Overview, Throughput
+from services.api.models import AccuracyPoint, AdapterRef, KeptPoint, Overview, Throughput
 from services.api.queries.adapters import adapter_rounds, current_adapter
 from services.api.queries.samples import BASE_MODEL
 
@@ -47,6 +47,18 @@ def accuracy_points(session: Session, *, suite: str | None = None, family: str |
             )
     points.sort(key=lambda p: (p.round, p.family, p.difficulty, p.suite))
     return points
+
+
+def kept_points(session: Session, *, family: str | None = None) -> list[KeptPoint]:
+    """Per family and round: the kept samples whose true answer is known, and how many of their labels are right."""
+    query = (select(Sample.family, Sample.round, func.count(),
+                    func.sum(case((Sample.label == Sample.true_answer, 1), else_=0)))
+             .where(Sample.status == "accepted", Sample.true_answer.is_not(None))
+             .group_by(Sample.family, Sample.round).order_by(Sample.round, Sample.family))
+    if family:
+        query = query.where(Sample.family == family)
+    return [KeptPoint(round=r, family=f, kept=n, right=int(right or 0), precision=(right or 0) / n if n else None)
+            for f, r, n, right in session.exec(query).all()]
 
 
 def throughput(session: Session, *, window_s: int = 300, now: datetime | None = None) -> Throughput:

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query
 
 from services.api.deps import DbSession, State
 from services.api.errors import responses
-from services.api.models import AccuracyPoint, LagReport, Overview, Throughput
-from services.api.queries.metrics import accuracy_points, overview, throughput
+from services.api.models import AccuracyPoint, KeptPoint, LagReport, Overview, Throughput
+from services.api.queries.metrics import accuracy_points, kept_points, overview, throughput
 
 router = APIRouter(tags=["metrics"])
 
@@ -27,6 +27,13 @@ def read_overview(session: DbSession, window_s: Window = 300) -> Overview:
 def read_accuracy(session: DbSession, suite: Name = None, family: Name = None) -> list[AccuracyPoint]:
     """Held-out accuracy of each evaluated adapter (its round) per family and difficulty."""
     return accuracy_points(session, suite=suite, family=family)
+
+
+@router.get("/metrics/kept", response_model=list[KeptPoint], responses=responses(422))
+def read_kept(session: DbSession, family: Name = None) -> list[KeptPoint]:
+    """Per family and round, the kept samples whose true answer is known and the share labelled with it: how far the
+    verifiers' label-free checks can be trusted (measurement only; the truth decided nothing)."""
+    return kept_points(session, family=family)
 
 
 @router.get("/metrics/throughput", response_model=Throughput, responses=responses(422))

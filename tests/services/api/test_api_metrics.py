@@ -109,3 +109,16 @@ def test_dead_letters_show_the_reason_and_the_bytes_safely(client, standard):
     assert client.get("/api/dead-letters", params={"source_topic": "loop.verdicts"}).json()["total"] == 0
     assert client.get("/api/dead-letters", params={"consumer_group": "verifiers"}).json()["total"] == 1
     assert client.get("/api/dead-letters/loop.candidates:3:43").status_code == 404
+
+
+def test_kept_labels_right_per_round_flags_a_round_below_the_bound(client, standard, store_data, make_sample):
+    rounds = {p["round"]: p for p in client.get("/api/metrics/kept").json()}
+    assert rounds and all(p["precision"] == 1.0 and p["right"] == p["kept"] for p in rounds.values())
+    assert 'id="kept-chart"' in client.get("/").text and 'class="below"' not in client.get("/").text
+    candidate, verdict = make_sample(200)  # accepted, labelled with the truth; then planted in round 9, labelled wrong
+    candidate = candidate.model_copy(update={"round": 9})
+    verdict = verdict.model_copy(update={"label": str(int(candidate.true_answer) + 1)})
+    store_data.apply(candidate, verdict)
+    planted = {p["round"]: p for p in client.get("/api/metrics/kept", params={"family": "arithmetic"}).json()}[9]
+    assert (planted["kept"], planted["right"], planted["precision"]) == (1, 0, 0.0)
+    assert 'class="below"' in client.get("/").text and "round 9: 0.000 (below the bound)" in client.get("/").text

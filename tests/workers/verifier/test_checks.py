@@ -15,9 +15,7 @@ def candidate_for(problem, answers, *, relatives=True):
     itself, right or wrong)."""
     completions = [FAMILY.write_answer(problem, a) if a.isdigit() else a for a in answers]
     majority = Counter(answers).most_common(1)[0][0]
-    related = [RelatedAnswers(relation=r.name, problem=r.problem.canonical,
-                              answers=[FAMILY.write_answer(r.problem, r.expect(majority))] * 2)
-               for r in FAMILY.relations(problem)] if relatives and majority.isdigit() else []
+    related = related_for(problem, lambda p: _consistent_with(problem, majority, p)) if relatives else []
     return Candidate(sample_id=problem.sample_id, family="arithmetic", difficulty=problem.difficulty,
                      problem=problem.canonical, answers=completions, related=related,
                      true_answer=FAMILY.true_answer(problem))
@@ -78,15 +76,25 @@ def test_labels_are_the_majority_not_the_truth_unless_oracle_mode():
     assert "differs from the true answer" in oracle.checks[-1].reason
 
 
-# A confident systematic error at the frontier: every sample and both orders agree on a units digit one too high.
-SYSTEMATIC = Arithmetic.problem(396625, 433251)  # 829876; the model says 829877
+def _consistent_with(problem, label, related):
+    """A related answer that a model consistent with ``label`` gives: the split's top part takes the label's top
+    digits, its low part the rest."""
+    place = 10 ** (problem.difficulty - 1)
+    if not label.isdigit():
+        return "0"
+    low, top = (r for r in FAMILY.relations(problem) for r in r.problems)
+    return str(int(label) % place) if related == low else str(int(label) // place)
 
 
 def related_for(problem, answer_of):
-    """The candidate's relatives answered by ``answer_of(related problem)``, twice each (both renderings)."""
-    return [RelatedAnswers(relation=r.name, problem=r.problem.canonical,
-                           answers=[FAMILY.write_answer(r.problem, answer_of(r.problem))] * 2)
-            for r in FAMILY.relations(problem)]
+    """The candidate's related problems answered by ``answer_of(related problem)``, once per rendering."""
+    return [RelatedAnswers(relation=r.name, problem=p.canonical,
+                           answers=[FAMILY.write_answer(p, answer_of(p))] * len(FAMILY.renderings(p)))
+            for r in FAMILY.relations(problem) for p in r.problems]
+
+
+# A confident systematic error at the frontier: every sample and both orders agree on a units digit one too high.
+SYSTEMATIC = Arithmetic.problem(396625, 433251)  # 829876; the model says 829877
 
 
 def metamorphic(problem, label, answer_of):
@@ -97,46 +105,49 @@ def metamorphic(problem, label, answer_of):
 
 @pytest.mark.parametrize("relation", Arithmetic.relation_names)
 def test_each_relation_rejects_a_unanimous_units_digit_one_too_high(relation):
-    # The model answers the relatives right: the label's off-by-one shows against them.
-    verdict, checks = metamorphic(SYSTEMATIC, "829877", lambda p: FAMILY.true_answer(p))
+    # The model answers the related problems (lengths it has mastered) right: the label's off-by-one shows there.
+    verdict, checks = metamorphic(SYSTEMATIC, "829877", FAMILY.true_answer)
     assert checks["self_consistency"].passed  # what self-consistency alone would keep
     assert not checks[relation].passed and not verdict.accepted and verdict.label is None
-    assert "contradicts the label" in checks[relation].reason and "the label 829877 implies" in checks[relation].reason
+    assert checks[relation].reason == ("contradicts the label: 96625+33251 answered 129876, 129876; 3+4 answered 7, 7; "
+                                       "the label needs 96625+33251 and 3+4 summing to 829877 by place value")
 
 
 @pytest.mark.parametrize("relation", Arithmetic.relation_names)
 def test_each_relation_accepts_a_right_answer_with_its_reason(relation):
-    verdict, checks = metamorphic(SYSTEMATIC, "829876", lambda p: FAMILY.true_answer(p))
+    verdict, checks = metamorphic(SYSTEMATIC, "829876", FAMILY.true_answer)
     assert checks[relation].passed and verdict.accepted and verdict.label == "829876"
-    assert checks[relation].reason.startswith("agrees: ") and "the label 829876 implies" in checks[relation].reason
+    assert checks[relation].reason.startswith("agrees: 96625+33251 answered 129876, 129876; 3+4 answered 7, 7")
 
 
-def test_shifted_pair_rejects_an_error_the_neighbour_repeats():
-    # An error that is the same on every problem (units one too high everywhere) survives the neighbour (one more
-    # answered one too high is still one more) but not the shifted pair, whose relative the model answers right.
-    def biased(p):
-        right = int(FAMILY.true_answer(p))
-        return str(right) if p.canonical == FAMILY.relations(SYSTEMATIC)[0].problem.canonical else str(right + 1)
-
-    verdict, checks = metamorphic(SYSTEMATIC, "829877", biased)
-    assert checks["neighbour"].passed and not checks["shifted_pair"].passed and not verdict.accepted
+def test_a_wrong_top_digit_is_rejected_too():
+    verdict, checks = metamorphic(SYSTEMATIC, "929876", FAMILY.true_answer)
+    assert not checks["split"].passed and not verdict.accepted
 
 
-def test_a_relative_not_asked_fails_and_a_problem_without_relatives_passes():
+def test_one_rendering_that_disagrees_fails_the_relation_with_its_share():
+    candidate = candidate_for(SYSTEMATIC, ["829876"] * 6)
+    related = [r if r.problem != "3+4" else r.model_copy(update={"answers": [FAMILY.write_answer(Arithmetic.problem(3, 4), "7"),
+                                                                         FAMILY.write_answer(Arithmetic.problem(3, 4), "8")]})
+               for r in related_for(SYSTEMATIC, FAMILY.true_answer)]
+    result = {c.name: c for c in VerifierChain.label_free(FAMILY).verify(
+        candidate.model_copy(update={"related": related}), SYSTEMATIC).checks}["split"]
+    assert not result.passed and result.score == 0.5 and "3+4 answered 7, 8" in result.reason
+
+
+def test_a_related_problem_not_asked_fails_and_a_one_digit_problem_has_no_relation():
     candidate = candidate_for(SYSTEMATIC, ["829876"] * 6, relatives=False)
     checks = {c.name: c for c in VerifierChain.label_free(FAMILY).verify(candidate, SYSTEMATIC).checks}
-    assert not checks["shifted_pair"].passed and "was not asked" in checks["shifted_pair"].reason
-    zero = Arithmetic.problem(0, 0)  # no shifted pair exists
-    verdict, checks = metamorphic(zero, "0", lambda p: FAMILY.true_answer(p))
-    assert checks["shifted_pair"].passed and "no shifted_pair relative" in checks["shifted_pair"].reason
-    assert verdict.accepted
+    assert not checks["split"].passed and "was not asked" in checks["split"].reason
+    verdict, checks = metamorphic(Arithmetic.problem(7, 5), "12", FAMILY.true_answer)
+    assert checks["split"].passed and "no split relation" in checks["split"].reason and verdict.accepted
 
 
-def test_relatives_are_a_pure_function_of_the_problem_and_keep_its_length():
-    for a, b in [(396625, 433251), (883621, 6), (93, 970205), (99999, 99999), (7, 0)]:
+def test_relations_are_a_pure_function_of_the_problem_and_ask_only_shorter_problems():
+    for a, b in [(396625, 433251), (883621, 6), (93, 970205), (99999, 99999), (10, 0)]:
         problem = Arithmetic.problem(a, b)
         first, again = FAMILY.relations(problem), FAMILY.relations(Arithmetic.problem(a, b))
         assert first == again and {r.name for r in first} <= set(Arithmetic.relation_names)
         for relation in first:
-            assert relation.problem.difficulty == problem.difficulty and relation.problem != problem
-            assert relation.expect(FAMILY.true_answer(problem)) == FAMILY.true_answer(relation.problem)
+            assert all(p.difficulty < problem.difficulty for p in relation.problems)
+            assert relation.agrees(FAMILY.true_answer(problem), tuple(FAMILY.true_answer(p) for p in relation.problems))
