@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from loop.families.grounded import UNKNOWN, GroundedQA  # noqa: E402
+from tasks.grounded import UNKNOWN, GroundedQA  # noqa: E402
 from schemas.messages import Candidate  # noqa: E402
 from services.settings import get_settings  # noqa: E402
 from workers.evaluator import abstention_threshold, recitation_checked, scored_answers  # noqa: E402

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loop.families.grounded import UNKNOWN, GroundedQA, statement  # noqa: E402
+from tasks.grounded import UNKNOWN, GroundedQA, statement  # noqa: E402
 from workers.model.grounded_base import READING_FORMS  # noqa: E402
 from workers.generator import GenerationEngine, SamplingSpec  # noqa: E402
 

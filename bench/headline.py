@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loop.families import get_family  # noqa: E402
+from tasks import get_family  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loop.families import get_family  # noqa: E402
-from loop.families.arithmetic import Arithmetic  # noqa: E402
-from loop.families.base import Problem, Relation  # noqa: E402
+from tasks import get_family  # noqa: E402
+from tasks.arithmetic import Arithmetic  # noqa: E402
+from tasks.base import Problem, Relation  # noqa: E402
 from workers.generator import GenerationEngine, SamplingSpec  # noqa: E402
 
 FAMILY = get_family("arithmetic")

@@ -183,9 +183,9 @@ def calibrate(args: argparse.Namespace) -> None:
     import random
     import tempfile
 
-    from loop.families.grounded import UNKNOWN, GroundedQA
-    from loop.families.grounded_questions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES
-    from loop.families.world import RELATIONS, sentence
+    from tasks.grounded import UNKNOWN, GroundedQA
+    from tasks.grounded_questions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES
+    from tasks.world import RELATIONS, sentence
     from schemas.messages import Candidate
     from workers.verifier.embeddings import get_embedder
     from workers.verifier.memory import Memory, RetrievalSettings

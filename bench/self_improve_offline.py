@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from loop.families import get_family  # noqa: E402
+from tasks import get_family  # noqa: E402
 from loop.offline import OfflineConfig, RoundReport, run_offline  # noqa: E402
 from loop.policy import RECIPE_LORA, RECIPE_PROBLEMS  # noqa: E402
 from services.settings import get_settings  # noqa: E402

@@ -23,6 +23,17 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from tasks import available_families
+
+    found = available_families()
+    width = max(len(f.name) for f in found)
+    for family in found:
+        print(f"{family.name:<{width}}  {family.source}{f'  CANNOT LOAD: {family.error}' if family.error else ''}")
+    print("or any package.module:ClassName importable here (a TaskFamily subclass), named as the policy's family")
+    return 1 if any(f.error for f in found) else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from loop.status import read_status
     from services.bus.lag import LagMonitor

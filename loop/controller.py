@@ -18,12 +18,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from uuid import uuid4
 
+from sqlmodel import Session, select
+
 from schemas.messages import AdapterEvent, EvalResult, EvalScore, GenerateRequest, JobEvent, Sampling, Verdict
+from schemas.tables import EvalRecord
 from services.bus import Event, EventConsumer, EventProducer
 from services.bus.lag import LagMonitor
 from services.jobs import submit_job
 from services.settings import Settings
-from loop.families import get_family
+from services.store.db import open_store
+from tasks import get_family
 from loop.policy import (LoopPolicy, contradicted_share, mastered, next_difficulty, promotion_gate, round_sampling,
                          round_step)
 from loop.status import kept_precision
@@ -180,11 +184,6 @@ class Controller(EventConsumer):
 
     def scores_of(self, adapter_id: str) -> list[dict] | None:
         """The held-out scores the store holds for an adapter (the last evaluation of it)."""
-        from sqlmodel import Session, select
-
-        from schemas.tables import EvalRecord
-        from services.store.db import open_store
-
         with Session(open_store(self.settings)) as session:
             record = session.exec(select(EvalRecord).where(EvalRecord.adapter_id == adapter_id)
                                   .order_by(EvalRecord.created_at.desc())).first()

@@ -15,10 +15,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loop.families.base import Example, TaskFamily
+from tasks.base import Example, TaskFamily
 from loop.policy import LoopPolicy, promotion_gate
 from schemas.messages import Candidate, EvalScore
-from workers.evaluator import evaluate_family, mastered_difficulty
+from tasks.base import mastered as mastered_difficulty
+from workers.evaluator import evaluate_family
 from workers.generator import GenerationEngine, SamplingSpec
 from workers.generator.relatives import ask_relatives
 from workers.trainer import LoraTrainingConfig, train_lora

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.messages import PRECISION_BOUND, EvalScore, Sampling
+from tasks.base import mastered
 
 
 # The measured recipe of docs/recipe.md (also the defaults of bench/self_improve_offline.py and
@@ -78,20 +79,6 @@ class LoopPolicy(BaseModel):
         if "retrain_after_verified" not in self.model_fields_set:
             self.retrain_after_verified = self.problems_per_round
         return self
-
-
-def mastered_length(accuracy: Mapping[int, float], threshold: float = 0.95) -> int:
-    """The longest difficulty D such that every measured difficulty up to D reaches the threshold."""
-    best = 0
-    for difficulty in sorted(accuracy):
-        if accuracy[difficulty] < threshold:
-            break
-        best = difficulty
-    return best
-
-
-def mastered(scores: Iterable[EvalScore], threshold: float = 0.95) -> int:
-    return mastered_length({s.difficulty: s.accuracy for s in scores}, threshold)
 
 
 # Accuracies are shares of a suite, and their differences carry float rounding (1.0 - 0.98 = 0.020000000000000018):

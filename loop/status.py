@@ -12,6 +12,7 @@ from sqlalchemy import Engine, func, select
 
 from schemas.tables import Adapter, Job, Sample
 from services.settings import Settings
+from services.store.db import open_store
 
 ACTIVE_JOB_STATES = ("queued", "started", "progress")
 GROUPS = {"store-writer": ["loop.candidates", "loop.verdicts"], "verifiers": ["loop.candidates"], "generators": ["loop.generate"]}
@@ -77,8 +78,6 @@ def read_status(settings: Settings, engine: Engine, lag_monitor=None, *, window_
 
 def kept_precision(settings: Settings, *, family: str, round_no: int) -> tuple[int, int]:
     """(kept samples of the round whose true answer is known, those of them labelled with it): measurement only."""
-    from services.store.db import open_store
-
     return _kept_precision(open_store(settings), family, round_no)
 
 

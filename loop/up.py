@@ -20,6 +20,7 @@ from loop.policy import LoopPolicy
 from loop.status import controller_state, plot_rounds, read_rounds, read_status, rounds_table
 from loop.supervisor import Supervisor
 from services.settings import get_settings
+from tasks import FamilyError, get_family
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,14 @@ YIELD_TO_JOBS = 10
 
 def add_loop_services(supervisor: Supervisor, policy: LoopPolicy, policy_file: Path, *, max_restarts: int = 5) -> None:
     """The loop's workers, in start order: the one list ``loopctl up`` and ``bench/loop_vs_offline.py`` run."""
-    from loop.families import get_family
-
     def add(name: str, module_args: list[str], nice: int = YIELD_TO_JOBS) -> None:
         supervisor.add(name, module_args, max_restarts=max_restarts, nice=nice)
 
     add("store-writer", ["services.store"])
     add("jobs-worker", ["services.jobs", "worker", "--queues", "train,eval,default"], nice=0)
-    add("verifier", ["workers.verifier", "--agreement", str(policy.agreement)])
-    add("generator", ["workers.generator"])
-    if callable(getattr(get_family(policy.family, **policy.family_options), "corpus", None)):
+    add("verifier", ["workers.verifier", "--agreement", str(policy.agreement), "--policy", str(policy_file)])
+    add("generator", ["workers.generator", "--policy", str(policy_file)])
+    if get_family(policy.family, **policy.family_options).verifier == "retrieval":
         add("index-updater", ["workers.verifier.index_updater"])  # the FAISS memory of accepted samples
     add("controller", ["loop.controller", "--policy", str(policy_file)])
 
@@ -71,6 +70,13 @@ def run_up(*, minutes: float | None, rounds: int | None, target: int | None, pol
     loop_dir = settings.data_dir / "loop"
     loop_dir.mkdir(parents=True, exist_ok=True)
     policy = load_policy(policy_path, target)
+    try:  # a family that cannot be built stops everything before anything starts
+        family = get_family(policy.family, **policy.family_options)
+    except FamilyError as exc:
+        print(f"loopctl: cannot run the policy's task family: {exc}", file=sys.stderr)
+        return 2
+    for note in family.load_report():
+        print(f"loopctl: {policy.family}: {note}")
     policy_file = loop_dir / "policy.json"
     policy_file.write_text(policy.model_dump_json(indent=2))
     print(f"loopctl: data directory {settings.data_dir}")

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from workers.model.arithmetic_format import format_example
+from tasks.arithmetic_format import format_example
 from workers.model.builtin import BuiltinConfig, build_model
 from workers.model.tokenizer import build_tokenizer, save_tokenizer
 

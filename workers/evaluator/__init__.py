@@ -5,10 +5,9 @@ from workers.evaluator.heldout import (
     evaluate_family,
     greedy_answers,
     heldout_answers,
-    mastered_difficulty,
     recitation_checked,
     scored_answers,
 )
 
-__all__ = ["abstention_threshold", "evaluate_family", "greedy_answers", "heldout_answers", "mastered_difficulty",
+__all__ = ["abstention_threshold", "evaluate_family", "greedy_answers", "heldout_answers",
            "recitation_checked", "scored_answers"]

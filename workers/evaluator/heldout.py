@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Iterable, Sequence
 
-from loop.families.base import Problem, TaskFamily
-from loop.policy import mastered as mastered_difficulty  # noqa: F401 - the one definition, re-exported
+from tasks.base import Problem, TaskFamily
 from schemas.messages import EvalScore
 from workers.generator.engine import GenerationEngine, SamplingSpec
 
@@ -32,7 +31,7 @@ def greedy_answers(
         return []
     if abstain_below is None and rendering == 0:
         budget = max_new_tokens or max(family.answer_budget(p) for p in problems)
-        completions = engine.generate([family.prompt(p) for p in problems],
+        completions = engine.generate(engine.render([family.prompt(p) for p in problems], family.chat),
                                       SamplingSpec(k=1, greedy_first=True, max_new_tokens=budget))
         return [family.read_answer(p, c[0]) for p, c in zip(problems, completions, strict=True)]
     unknown = _unknown_answer(family)
@@ -52,7 +51,8 @@ def scored_answers(
         return []
     unknown = _unknown_answer(family)
     budget = max_new_tokens or max(family.answer_budget(p) for p in problems)
-    scored = engine.generate_scored([family.renderings(p)[rendering] for p in problems], budget)
+    scored = engine.generate_scored(engine.render([family.renderings(p)[rendering] for p in problems], family.chat),
+                                    budget)
     answers = [family.read_answer(p, text) for p, (text, _) in zip(problems, scored, strict=True)]
     return [(a, 1.0 if a == unknown else probability) for a, (_, probability) in zip(answers, scored, strict=True)]
 

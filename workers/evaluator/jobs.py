@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loop.families import get_family
+from tasks import get_family
 from schemas.messages import EvalResult
 from services.bus import EventProducer
 from services.jobs import JobContext, job_task

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
+
+from workers.model.hf import load_tokenizer, render
 
 
 def pick_device(preferred: str | None = None) -> torch.device:
@@ -29,6 +31,7 @@ class SamplingSpec:
     top_p: float = 1.0
     greedy_first: bool = True
     max_new_tokens: int = 64
+    stop: tuple[str, ...] = ()  # generation also ends at any of these strings (beside the end-of-sequence token)
 
 
 class GenerationEngine:
@@ -36,8 +39,7 @@ class GenerationEngine:
         self.model_dir = str(model_dir)
         self.device = pick_device(device)
         self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.tokenizer.padding_side = "left"  # generation continues every row from its last real token
+        self.tokenizer = load_tokenizer(self.model_dir, padding_side="left")  # every row continues its last token
         self.base = AutoModelForCausalLM.from_pretrained(self.model_dir).to(self.device).eval()
         self.model: torch.nn.Module = self.base
         self.adapter_id: str | None = None
@@ -67,6 +69,10 @@ class GenerationEngine:
         self.adapter_id = adapter_id
 
     # -- generation -----------------------------------------------------------------------------------
+    def render(self, texts: list[str], chat: bool) -> list[str]:
+        """A family's prompts as this model reads them (its chat template around them where ``chat``)."""
+        return [render(self.tokenizer, text, chat) for text in texts]
+
     @torch.no_grad()
     def generate(self, prompts: list[str], spec: SamplingSpec) -> list[list[str]]:
         """``spec.k`` completions per prompt, in prompt order."""
@@ -135,6 +141,7 @@ class GenerationEngine:
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
             use_cache=True,
+            **({"stop_strings": list(spec.stop), "tokenizer": self.tokenizer} if spec.stop else {}),
             **sampling,
         )
         texts = self.tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -3,7 +3,7 @@ checks."""
 
 from __future__ import annotations
 
-from loop.families.base import Problem, TaskFamily
+from tasks.base import Problem, TaskFamily
 from schemas.messages import RelatedAnswers
 from workers.generator.engine import GenerationEngine, SamplingSpec
 
@@ -16,7 +16,7 @@ def ask_relatives(engine: GenerationEngine, family: TaskFamily, problems: list[P
     prompts, owners = [], []
     for i, pairs in enumerate(asked):
         for j, (_, related) in enumerate(pairs):
-            for prompt in family.renderings(related):
+            for prompt in engine.render(family.renderings(related), family.chat):
                 prompts.append(prompt)
                 owners.append((i, j))
     completions = engine.generate(prompts, SamplingSpec(k=1, greedy_first=True, max_new_tokens=max_new_tokens))

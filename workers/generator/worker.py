@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable
 
-from loop.families import get_family
+from tasks import get_family
 from schemas.messages import Candidate, GenerateRequest
 from services.bus import Event, EventConsumer, EventProducer, Interrupted
 from services.bus.lag import LagMonitor
@@ -68,7 +68,8 @@ class GeneratorWorker(EventConsumer):
         problems = [p for p in problems if p.sample_id not in known]
         spec = SamplingSpec(k=request.sampling.k, temperature=request.sampling.temperature,
                             top_p=request.sampling.top_p, greedy_first=request.sampling.greedy_first,
-                            max_new_tokens=max((family.answer_budget(p) for p in problems), default=8))
+                            max_new_tokens=max((family.answer_budget(p) for p in problems), default=8),
+                            stop=family.stop_strings)
         for start in range(0, len(problems), self.chunk_size):
             if self.stopping:
                 raise Interrupted("stopping mid-request; it is redelivered after restart")
@@ -76,7 +77,8 @@ class GeneratorWorker(EventConsumer):
             self.wait_for_verifiers()
             chunk = problems[start : start + self.chunk_size]
             began = time.monotonic()
-            answers = self.engine.generate_renderings([family.renderings(p) for p in chunk], spec)
+            answers = self.engine.generate_renderings(
+                [self.engine.render(family.renderings(p), family.chat) for p in chunk], spec)
             related = ask_relatives(self.engine, family, chunk, spec.max_new_tokens)
             per_sample_ms = (time.monotonic() - began) * 1000 / max(1, len(chunk))
             for problem, completions, relatives in zip(chunk, answers, related, strict=True):

@@ -23,8 +23,9 @@ import torch
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from workers.model.arithmetic_format import digit_count, AdditionExample, default_width, format_prompt, parse_answer
-from loop.policy import mastered_length
+from tasks.arithmetic_format import digit_count, AdditionExample, default_width, format_prompt, parse_answer
+from tasks.arithmetic import Arithmetic
+from tasks.base import mastered_length
 from workers.model.tokenizer import build_tokenizer, save_tokenizer
 
 REPORT_NAME = "eval_report.json"
@@ -109,8 +110,6 @@ def easy_examples(config: BuiltinConfig, rng: random.Random, count: int) -> list
 @functools.cache
 def _labelled_family(options: tuple):
     """One arithmetic family per set of options (``()``: the defaults, whose evaluation suite is the loop's)."""
-    from loop.families.arithmetic import Arithmetic
-
     return Arithmetic(**dict(options))
 
 
@@ -121,11 +120,15 @@ def cosine_lr(step: int, steps: int, lr: float, warmup: int, min_ratio: float) -
     return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def training_step(model, optimizer, params, batch: dict[str, torch.Tensor], lr: float) -> float:
-    """One optimizer step at learning rate ``lr``, gradients clipped to norm 1; returns the loss."""
+def training_step(model, optimizer, params, batch: dict[str, torch.Tensor], lr: float,
+                  amp: torch.dtype | None = None) -> float:
+    """One optimizer step at learning rate ``lr``, gradients clipped to norm 1, the forward pass autocast to ``amp``
+    where given; returns the loss."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss = model(**batch).loss
+    device = next(model.parameters()).device.type
+    with torch.autocast(device, dtype=amp or torch.float32, enabled=amp is not None):
+        loss = model(**batch).loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)

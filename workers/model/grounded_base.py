@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from loop.families.base import Example
-from loop.families.grounded import GroundedQA, statement
-from loop.families.grounded_questions import phrasings_fingerprint
+from tasks.base import Example
+from tasks.grounded import GroundedQA, statement
+from tasks.grounded_questions import phrasings_fingerprint
 from workers.model.builtin import BuiltinConfig, build_model, train
 from workers.model.tokenizer import build_tokenizer, save_tokenizer
 

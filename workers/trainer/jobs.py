@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from uuid import uuid4
 
-from loop.families import get_family
+from tasks import get_family
 from schemas.messages import AdapterEvent
 from services.bus import EventProducer
 from services.jobs import JobContext, job_task
@@ -76,7 +76,7 @@ def train_adapter(
         base_model=base, examples=examples, out_dir=out_dir, config=config, snapshot_id=snapshot_id,
         parent_adapter=parent_path if config.init == "parent" else None, replay=replay_family.replay_examples,
         progress=lambda step, total, loss: ctx.progress(0.02 + 0.97 * step / total, f"step {step}/{total}, loss {loss:.4f}"),
-        should_stop=lambda: ctx.cancel_requested,
+        should_stop=lambda: ctx.cancel_requested, chat=replay_family.chat,
     )
     ctx.check_cancelled()  # a cancel during the last steps ends here, before anything is published
     event = AdapterEvent(

@@ -17,6 +17,7 @@ import logging
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
@@ -26,16 +27,23 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from workers.generator.engine import pick_device
 from workers.model.builtin import cosine_lr, encode_examples, training_step
+from workers.model.hf import LLAMA_PROJECTIONS, autocast_dtype, load_tokenizer, lora_targets, render
 
 log = logging.getLogger(__name__)
 TRAINING_RECORD = "training.json"
 
 
 class Example(Protocol):
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class Rendered:
     prompt: str
     answer: str
 
@@ -47,8 +55,9 @@ class LoraTrainingConfig(BaseModel):
     alpha: int = Field(default=32, ge=1, description="LoRA scaling numerator; the update is scaled by alpha / rank.")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
     target_modules: list[str] = Field(
-        default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Names of the linear layers that get an adapter.",
+        default=LLAMA_PROJECTIONS,
+        description="Names of the linear layers that get an adapter; those the model lacks are left out, and a model "
+        "with none of them adapts every linear layer (peft's all-linear: GPT-2's c_attn, c_proj, c_fc).",
     )
     init: Literal["base", "parent"] = Field(
         default="base", description="Start a fresh adapter on the base model, or continue the parent adapter."
@@ -64,6 +73,12 @@ class LoraTrainingConfig(BaseModel):
     checkpoint_every: int = Field(default=100, ge=1, description="Steps between resumable checkpoints.")
     seed: int = 0
     device: str | None = Field(default=None, description="cuda or cpu; default: cuda when available.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Autocast dtype of the forward pass; auto: bfloat16 on a GPU that has it, else "
+        "float32 (bfloat16 pays on CPUs with AMX for models of tens of millions of parameters, not for the builtin).",
+    )
+    gradient_checkpointing: bool = Field(default=False, description="Recompute activations in the backward pass: "
+                                         "less memory for longer sequences, about a third more time.")
 
 
 def train_lora(
@@ -77,8 +92,10 @@ def train_lora(
     replay: Callable[[random.Random, int], list[Example]] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    chat: bool = False,
 ) -> dict:
-    """Train an adapter and save it to ``out_dir``; returns the training record."""
+    """Train an adapter and save it to ``out_dir``; returns the training record. ``chat``: the examples' prompts are a
+    user's message, put in the model's chat template where it has one (as the generator asks them)."""
     out = Path(out_dir)
     checkpoint = out / "checkpoint"
     if not examples and not (replay and config.replay_share > 0):
@@ -88,16 +105,19 @@ def train_lora(
 
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(base_model))
-    tokenizer.padding_side = "right"  # training batches are right-padded; the loss ignores the padding
+    tokenizer = load_tokenizer(base_model, padding_side="right")  # the loss ignores the padding
     base = AutoModelForCausalLM.from_pretrained(str(base_model))
+    if config.gradient_checkpointing:
+        base.gradient_checkpointing_enable()
+        base.enable_input_require_grads()  # the frozen embeddings' output must carry gradients to the adapters
     if config.init == "parent":
         model = PeftModel.from_pretrained(base, str(parent_adapter), is_trainable=True)
     else:
         lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                          target_modules=config.target_modules, task_type="CAUSAL_LM")
+                          target_modules=lora_targets(base, config.target_modules), task_type="CAUSAL_LM")
         model = get_peft_model(base, lora)
     model.to(device)
+    amp = autocast_dtype(device, config.dtype)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0, betas=(0.9, 0.98))
 
@@ -114,7 +134,7 @@ def train_lora(
     def next_batch() -> list[Example]:
         batch = list(replay(rng, n_replay)) if n_replay else []
         batch += rng.choices(examples, k=config.batch_size - len(batch)) if examples else []
-        return batch
+        return [Rendered(render(tokenizer, e.prompt, chat), e.answer) for e in batch] if chat else batch
 
     started = time.time()
     model.train()
@@ -127,7 +147,7 @@ def train_lora(
             break
         batch = {k: v.to(device) for k, v in encode_examples(tokenizer, next_batch()).items()}
         loss = training_step(model, optimizer, params, batch,
-                             cosine_lr(step, config.steps, config.lr, config.warmup_steps, config.min_lr_ratio))
+                             cosine_lr(step, config.steps, config.lr, config.warmup_steps, config.min_lr_ratio), amp)
         smoothed = loss if smoothed is None else 0.95 * smoothed + 0.05 * loss
         bar.set_postfix(loss=f"{smoothed:.4f}", refresh=False)
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
@@ -148,6 +168,8 @@ def train_lora(
         "final_loss": smoothed,
         "train_seconds": round(time.time() - started, 2),
         "device": str(device),
+        "target_modules": sorted(model.peft_config["default"].target_modules)
+        if isinstance(model.peft_config["default"].target_modules, set) else model.peft_config["default"].target_modules,
     }
     (out / TRAINING_RECORD).write_text(json.dumps(record, indent=2))
     shutil.rmtree(checkpoint, ignore_errors=True)

@@ -10,6 +10,7 @@ import argparse
 import logging
 
 from services.settings import get_settings
+from tasks.registry import policy_family_options
 from services.store.db import open_store
 from services.store.queries import sample_ids_among
 from workers.verifier.worker import VerifierWorker
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-abstentions-only", action="store_true",
                         help="grounded families: accept 'I do not know' only where the model said it, instead of "
                              "labelling every question the corpus does not answer with it")
+    parser.add_argument("--policy", default=None, help="the loop's policy file: its family's options")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     store = open_store(settings)
     worker = VerifierWorker(settings, accepted_among=lambda ids: sample_ids_among(store, ids, status="accepted"),
                             threshold=args.agreement, oracle=args.oracle, choose_supported=not args.majority_only,
-                            abstain_unsupported=not args.model_abstentions_only)
+                            abstain_unsupported=not args.model_abstentions_only,
+                            family_options=policy_family_options(args.policy) if args.policy else None)
     worker.install_signal_handlers()
     worker.run()
     return 0

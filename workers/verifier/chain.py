@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Container, Sequence
 
-from loop.families.base import Problem, TaskFamily
+from tasks.base import Problem, TaskFamily
 from schemas.messages import Candidate, Verdict
 from workers.verifier.checks import Check, Reading, build_check
 
 LABEL_FREE_CHECKS = ("format", "self_consistency", "duplicate", "contamination")
+
+
+def family_checks(family: TaskFamily, *, relations: bool = True) -> list[Check]:
+    """What a family adds to any chain: one metamorphic check per relation it declares, then its own checks."""
+    metamorphic = [build_check("metamorphic", relation=r) for r in family.relation_names] if relations else []
+    return metamorphic + [build_check(name) for name in family.answer_checks]
 
 
 class VerifierChain:
@@ -38,8 +44,7 @@ class VerifierChain:
         }
         names = list(LABEL_FREE_CHECKS) + (["oracle"] if oracle else [])
         checks = [build_check(name, **options.get(name, {})) for name in names]
-        metamorphic = [build_check("metamorphic", relation=r) for r in family.relation_names] if relations else []
-        return cls(family, checks[:2] + metamorphic + checks[2:])
+        return cls(family, checks[:2] + family_checks(family, relations=relations) + checks[2:])
 
     def read(self, candidate: Candidate, problem: Problem) -> Reading:
         answers = [self.family.read_answer(problem, completion) for completion in candidate.answers]
@@ -49,9 +54,7 @@ class VerifierChain:
         reading = self.read(candidate, problem)
         results, evidence = [], {}
         for check in self.checks:
-            # A check that retrieves (workers.verifier.retrieval_checks) also returns what it looked at.
-            with_evidence = getattr(check, "check_with_evidence", None)
-            result, found = with_evidence(reading) if with_evidence else (check.check(reading), [])
+            result, found = check.check_with_evidence(reading)
             results.append(result)
             for item in found:
                 evidence.setdefault(item.id, item)

@@ -11,8 +11,9 @@ from collections import Counter
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 
-from loop.families.base import Problem, TaskFamily
-from schemas.messages import Candidate, CheckResult
+from tasks.base import Problem, TaskFamily
+from tasks.registry import Registry
+from schemas.messages import Candidate, CheckResult, Evidence
 
 
 @dataclass
@@ -52,30 +53,23 @@ class Check(ABC):
     @abstractmethod
     def check(self, reading: Reading) -> CheckResult: ...
 
+    def check_with_evidence(self, reading: Reading) -> tuple[CheckResult, list[Evidence]]:
+        """The result and the evidence the check looked at (none, except for checks that retrieve)."""
+        return self.check(reading), []
+
     def result(self, passed: bool, score: float, reason: str) -> CheckResult:
         return CheckResult(name=self.name, passed=passed, score=round(float(score), 6), reason=reason)
 
 
-_CHECKS: dict[str, Callable[..., Check]] = {}
+CHECKS: Registry[Check] = Registry("verifier check")
 
 
-def register_check(name: str):
-    def decorate(cls: type[Check]) -> type[Check]:
-        if name in _CHECKS:
-            raise ValueError(f"verifier check {name!r} is already registered")
-        cls.name = name
-        _CHECKS[name] = cls
-        return cls
-
-    return decorate
+def register_check(name: str) -> Callable[[type[Check]], type[Check]]:
+    return CHECKS.register(name)
 
 
 def build_check(name: str, **options: object) -> Check:
-    try:
-        factory = _CHECKS[name]
-    except KeyError:
-        raise KeyError(f"unknown verifier check {name!r}; known: {', '.join(sorted(_CHECKS))}") from None
-    return factory(**options)
+    return CHECKS.get(name)(**options)
 
 
 @register_check("format")
@@ -155,6 +149,18 @@ class Metamorphic(Check):
         share = agree / total if total else 0.0
         passed = share >= self.threshold
         return self.result(passed, share, ("agrees: " if passed else "contradicts the label: ") + "; ".join(notes))
+
+
+@register_check("checker")
+class Checker(Check):
+    """The family's own judgement of the label (``TaskFamily.check_answer``: a user's checker function)."""
+
+    def check(self, reading: Reading) -> CheckResult:
+        label, _ = reading.label
+        if label is None:
+            return self.result(False, 0.0, "no label to check")
+        passed, score, reason = reading.family.check_answer(reading.problem, label)
+        return self.result(passed, score, reason)
 
 
 @register_check("duplicate")

@@ -177,7 +177,7 @@ def accepted_from_store(settings: Settings, family: str) -> tuple[list[str], lis
 
 def rebuild(memory: Memory, name: str, settings: Settings, progress=lambda fraction, message: None) -> dict:
     """Resynchronise index ``name`` with its source, then build a new generation of its structure."""
-    from loop.families import get_family
+    from tasks import get_family
 
     kind, _, family_name = name.partition("-")
     if kind not in ("accepted", "eval", "corpus") or not family_name:

@@ -29,9 +29,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from loop.families.base import Problem, TaskFamily
+from tasks.base import GroundedFamily, Problem, TaskFamily
 from schemas.messages import CheckResult, Evidence
-from workers.verifier.chain import VerifierChain
+from workers.verifier.chain import VerifierChain, family_checks
 from workers.verifier.checks import Check, Reading, build_check, register_check
 from workers.verifier.memory import Memory, RetrievalSettings, index_name
 from workers.verifier.vector_index import Hit
@@ -166,8 +166,7 @@ def states(family: TaskFamily, sentence: str, answer: str) -> bool:
     """Whether a corpus sentence says this answer: the family reads the value a sentence states where it can
     (``stated_value``; then ``Kavo works as a cook`` says ``cook`` and not ``a``), else the answer's words must occur
     in it."""
-    stated_value = getattr(family, "stated_value", None)
-    value = stated_value(sentence) if callable(stated_value) else None
+    value = family.stated_value(sentence) if isinstance(family, GroundedFamily) else None
     if value is not None:
         return value.lower() == answer.lower()
     return contains_answer(sentence, answer)
@@ -209,15 +208,13 @@ class EvidenceSupport(RetrievalCheck):
         index = self.index_for("corpus", family)
         question = problem_text(problem)
         passages = _search(self.memory, index, question, self.k)
-        subject_of = getattr(family, "subject", None)
-        subject = subject_of(problem) if callable(subject_of) else None
-        if not subject:
+        subject = family.subject(problem) if isinstance(family, GroundedFamily) else None
+        if not subject or not isinstance(family, GroundedFamily):
             return index, passages, None, []
         about = [Sentence(p, s) for p in passages for s in _SENTENCE_END.split(p.text or "") if mentions(s, subject)]
         if not about:
             return index, passages, subject, []
-        read = getattr(family, "sentence_answers", None)
-        judged = [read(problem, s.text) for s in about] if callable(read) else [None]
+        judged = [family.sentence_answers(problem, s.text) for s in about]
         if all(j is not None for j in judged):  # the family reads its corpus's sentences: no embedding needed
             return index, passages, subject, [Sentence(s.passage, s.text, 1.0) for s, j in zip(about, judged) if j]
         views = self.memory.embedder.encode(
@@ -280,7 +277,7 @@ def _votes(reading: Reading, answer: str) -> str:
 
 def eval_difficulties(family: TaskFamily) -> Iterable[int]:
     """The difficulties whose evaluation items go into the eval index (a family with tiers says which)."""
-    return getattr(family, "difficulties", range(1, 9))
+    return family.difficulties
 
 
 def sync_reference_indexes(memory: Memory, family: TaskFamily, difficulties: Iterable[int] | None = None) -> dict:
@@ -291,9 +288,8 @@ def sync_reference_indexes(memory: Memory, family: TaskFamily, difficulties: Ite
     report = {"eval": memory.sync(index_name("eval", family.name), list(unique),
                                   [p.canonical for p in unique.values()],
                                   [{"difficulty": p.difficulty} for p in unique.values()])}
-    corpus = getattr(family, "corpus", None)
-    if callable(corpus):
-        passages = corpus()
+    if isinstance(family, GroundedFamily):
+        passages = family.corpus()
         report["corpus"] = memory.sync(index_name("corpus", family.name), [p.id for p in passages],
                                        [p.text for p in passages], [{"entity": p.entity} for p in passages])
     return report
@@ -322,12 +318,13 @@ def retrieval_chain(
     whatever the model said (the evidence check then also runs first).
     """
     settings = settings or RetrievalSettings()
-    grounded = callable(getattr(family, "corpus", None))
+    grounded = isinstance(family, GroundedFamily)
     if sync_reference:
         sync_reference_indexes(memory, family)
     checks: list[Check] = [
         build_check("format"),
         build_check("self_consistency", threshold=agreement),
+        *family_checks(family),
         build_check("novelty", memory=memory, threshold=settings.novelty_threshold),
         build_check("decontamination", memory=memory, threshold=settings.contamination_threshold),
     ]

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from loop.families import get_family
-from loop.families.base import TaskFamily
+from tasks import get_family
+from tasks.base import TaskFamily
 from schemas.messages import Candidate, Verdict
 from services.bus import Event, EventConsumer, EventProducer
 from services.settings import Settings
@@ -78,7 +78,7 @@ class VerifierWorker(EventConsumer):
 
     def chain_for(self, family: TaskFamily, problem, accepted_now: set[str]) -> VerifierChain:
         """Grounded families verify by retrieval (novelty, decontamination, evidence); the others by hashes."""
-        if callable(getattr(family, "corpus", None)):
+        if family.verifier == "retrieval":
             if family.name not in self._retrieval_chains:
                 from workers.verifier.memory import Memory
                 from workers.verifier.retrieval_checks import retrieval_chain

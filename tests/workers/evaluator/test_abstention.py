@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from loop.families import get_family
-from loop.families.grounded import UNKNOWN, GroundedQA
+from tasks import get_family
+from tasks.grounded import UNKNOWN, GroundedQA
 from workers.evaluator import (
     abstention_threshold,
     evaluate_family,

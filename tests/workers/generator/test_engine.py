@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from workers.generator import GenerationEngine, SamplingSpec
-from workers.model.arithmetic_format import format_prompt
+from tasks.arithmetic_format import format_prompt
 from workers.trainer import LoraTrainingConfig, train_lora
 
 PROMPTS = [format_prompt(12, 34), format_prompt(5, 678), format_prompt(90, 9)]

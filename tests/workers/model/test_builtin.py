@@ -35,7 +35,7 @@ def test_the_bootstrap_never_trains_on_the_evaluation_suite():
 
 
 def test_a_models_report_tells_the_family_what_it_was_trained_on(tmp_path):
-    from loop.families.arithmetic import Arithmetic
+    from tasks.arithmetic import Arithmetic
     from workers.model.builtin import REPORT_NAME, family_options, labelled_options
 
     assert labelled_options(tmp_path) == {}  # not a builtin model: the family's defaults
@@ -51,7 +51,7 @@ def test_a_models_report_tells_the_family_what_it_was_trained_on(tmp_path):
 def test_the_family_defaults_describe_the_default_builtin_model():
     import inspect
 
-    from loop.families.arithmetic import Arithmetic
+    from tasks.arithmetic import Arithmetic
     from workers.model.builtin import family_options
 
     defaults = {k: p.default for k, p in inspect.signature(Arithmetic).parameters.items()}

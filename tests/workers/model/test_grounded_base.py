@@ -2,7 +2,7 @@ import json
 import random
 import re
 
-from loop.families.grounded import UNKNOWN, GroundedQA, statement
+from tasks.grounded import UNKNOWN, GroundedQA, statement
 from workers.model.grounded_base import READING_FORMS, GroundedConfig, bootstrap, passage_example, training_batch
 
 
@@ -66,7 +66,7 @@ def test_bootstrap_saves_a_model_with_its_heldout_rates(tmp_path):
 def test_a_cached_model_trained_with_other_settings_is_used_with_a_warning(tmp_path, capsys):
     from dataclasses import asdict
 
-    from loop.families.grounded_questions import phrasings_fingerprint
+    from tasks.grounded_questions import phrasings_fingerprint
     from workers.model.grounded_base import REPORT_NAME, ensure_grounded
 
     target = tmp_path / "grounded"

@@ -3,7 +3,7 @@ import sys
 
 from transformers import AutoTokenizer
 
-from workers.model.arithmetic_format import format_example
+from tasks.arithmetic_format import format_example
 from workers.model.tokenizer import build_tokenizer, save_tokenizer
 
 

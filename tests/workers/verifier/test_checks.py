@@ -2,8 +2,8 @@ from collections import Counter
 
 import pytest
 
-from loop.families import get_family
-from loop.families.arithmetic import Arithmetic
+from tasks import get_family
+from tasks.arithmetic import Arithmetic
 from schemas.messages import Candidate, RelatedAnswers
 from workers.verifier import VerifierChain, build_check
 

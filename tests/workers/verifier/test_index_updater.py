@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlmodel import Session
 
-from loop.families import get_family
+from tasks import get_family
 from schemas.messages import Candidate, Verdict, sample_id_for
 from schemas.tables import Sample
 from services.settings import Settings

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from loop.families import get_family
-from loop.families.grounded import UNKNOWN
+from tasks import get_family
+from tasks.grounded import UNKNOWN
 from schemas.messages import Candidate
 from workers.verifier.memory import Memory, RetrievalSettings, index_name
 from workers.verifier.retrieval_checks import contains_answer, relation_view, retrieval_chain

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.messages import sample_id_for
+from schemas.messages import EvalScore, sample_id_for
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,15 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class Passage:
+    """One passage of a grounded family's corpus: a stable id, the entity it is about, and its text."""
+
+    id: str
+    entity: str
+    text: str
+
+
+@dataclass(frozen=True)
 class Relation:
     """A metamorphic relation: related problems the model is asked too, and how their answers must relate to the
     candidate's label if the label is right. Self-consistency asks the same question again, so a confident
@@ -47,9 +56,22 @@ class Relation:
 
 
 class TaskFamily(ABC):
+    """What every family supplies. The verifier chain it needs is ``verifier``: ``"label_free"`` (format,
+    self-consistency, one metamorphic check per relation, novelty and decontamination by hashes) or, for a
+    ``GroundedFamily``, ``"retrieval"`` (novelty, decontamination and evidence through the FAISS memory)."""
+
     name: str
+    verifier: str = "label_free"
     unknown_answer: str | None = None  # the answer that abstains ("I do not know"); None where a family has none
     relation_names: tuple[str, ...] = ()  # the kinds of ``relations`` this family declares, one check each
+    answer_checks: tuple[str, ...] = ()  # further registered checks its chain runs ("checker": ``check_answer``)
+    chat: bool = False  # prompts are a user's message: a model with a chat template gets it applied around them
+    stop_strings: tuple[str, ...] = ()  # generation ends at any of these as well as at the end-of-sequence token
+
+    @property
+    def difficulties(self) -> range:
+        """The difficulties the family has (its evaluation suites and the FAISS index of them cover these)."""
+        return range(1, 9)
 
     @abstractmethod
     def make_problems(self, difficulty: int, count: int, rng: random.Random) -> list[Problem]:
@@ -69,6 +91,14 @@ class TaskFamily(ABC):
         """The related problems the model is also asked for ``problem``: a pure function of the problem (the generator
         asks them, the verifier rebuilds them to judge the answers), at most one of each kind in ``relation_names``."""
         return []
+
+    def load_report(self) -> list[str]:
+        """What loading the family left out, with the reason (a data file's broken records, by line)."""
+        return []
+
+    def check_answer(self, problem: Problem, answer: str) -> tuple[bool, float, str]:
+        """A family's own judgement of a label (a user's checker function): passed, score, reason."""
+        return True, 1.0, "no checker"
 
     @abstractmethod
     def read_answer(self, problem: Problem, completion: str) -> str | None:
@@ -127,3 +157,42 @@ class TaskFamily(ABC):
 
     def eval_ids(self, difficulties: range | list[int]) -> set[str]:
         return {p.sample_id for d in difficulties for p in self.eval_suite(d)}
+
+
+
+class GroundedFamily(TaskFamily):
+    """A family whose answers are checked against a corpus: the verifier retrieves evidence for each answer from the
+    FAISS index of ``corpus()`` and keeps only supported ones; a question the corpus does not answer can teach the
+    family's ``unknown_answer``."""
+
+    verifier = "retrieval"
+
+    @abstractmethod
+    def corpus(self) -> list[Passage]:
+        """The reference passages the evidence check retrieves from."""
+
+    def subject(self, problem: Problem) -> str | None:
+        """What a passage must mention to answer the problem (a person, say); None: judge passages by embeddings."""
+        return None
+
+    def stated_value(self, sentence: str) -> str | None:
+        """The value a corpus sentence states, where the family can read it; None: the answer's words must occur."""
+        return None
+
+    def sentence_answers(self, problem: Problem, sentence: str) -> bool | None:
+        """Whether a corpus sentence states what the problem asks; None where the family cannot tell."""
+        return None
+
+
+def mastered_length(accuracy: Mapping[int, float], threshold: float = 0.95) -> int:
+    """The longest difficulty D such that every measured difficulty up to D reaches the threshold."""
+    best = 0
+    for difficulty in sorted(accuracy):
+        if accuracy[difficulty] < threshold:
+            break
+        best = difficulty
+    return best
+
+
+def mastered(scores: Iterable[EvalScore], threshold: float = 0.95) -> int:
+    return mastered_length({s.difficulty: s.accuracy for s in scores}, threshold)

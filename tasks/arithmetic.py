@@ -1,7 +1,7 @@
 """Addition of d-digit numbers: the headline family, label-free by default.
 
 Difficulty is the number of digits of the longer operand; the other has any length up to it. The model-facing text (digit order, padding,
-position hints) lives in ``workers.model.arithmetic_format``; here the canonical problem is plain
+position hints) lives in ``tasks.arithmetic_format``; here the canonical problem is plain
 ``a+b`` and the canonical answer plain decimal digits.
 """
 
@@ -11,9 +11,9 @@ import copy
 import functools
 import random
 
-from loop.families.base import Example, Problem, Relation, TaskFamily
-from loop.families.registry import register_family
-from workers.model import arithmetic_format as fmt
+from tasks.base import Example, Problem, Relation, TaskFamily
+from tasks.registry import register_family
+from tasks import arithmetic_format as fmt
 
 
 @register_family("arithmetic")

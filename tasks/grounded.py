@@ -1,8 +1,8 @@
 """Grounded QA: questions about a corpus, answered closed-book, accepted only when the corpus supports the answer.
 
-The builtin corpus is a synthetic world generated from a seed (``loop.families.world``): a few hundred people,
+The builtin corpus is a synthetic world generated from a seed (``tasks.world``): a few hundred people,
 their home town, job, favourite colour, pet and age, written as one passage each. Questions come from templates
-(``where does Kavo live``; ``loop.families.grounded_questions``); a real LLM can write them instead from
+(``where does Kavo live``; ``tasks.grounded_questions``); a real LLM can write them instead from
 ``question_prompt(passage)``, and ``problem_from_question`` turns what it wrote back into a problem. The model
 answers without the corpus; the verifier's evidence check retrieves passages and accepts only an answer they
 support.
@@ -35,16 +35,16 @@ import random
 import re
 from collections.abc import Sequence
 
-from loop.families.base import Example, Problem, TaskFamily
-from loop.families.grounded_questions import (
+from tasks.base import Example, GroundedFamily, Problem
+from tasks.grounded_questions import (
     HELDOUT_TEMPLATES,
     QUESTION_PROMPT,
     TRAIN_TEMPLATES,
     match_template,
     subject_of,
 )
-from loop.families.registry import register_family
-from loop.families.world import RELATIONS, NameSpacing, Passage, World, build_world, sentence
+from tasks.registry import register_family
+from tasks.world import RELATIONS, NameSpacing, Passage, World, build_world, sentence
 
 UNKNOWN = "I do not know"
 RECITED_CONCLUSION = "So"  # begins the conclusion of a recited answer (``GroundedQA(recite=True)``)
@@ -53,7 +53,7 @@ _UNKNOWN_FORMS = {"i do not know", "i don't know", "i dont know", "idk", "unknow
 
 
 @register_family("grounded")
-class GroundedQA(TaskFamily):
+class GroundedQA(GroundedFamily):
     unknown_answer = UNKNOWN
 
     def __init__(
@@ -282,8 +282,7 @@ class GroundedQA(TaskFamily):
         """What a real LLM is asked to write a question from a passage (the builtin path uses the templates)."""
         return QUESTION_PROMPT.format(passage=passage.text if isinstance(passage, Passage) else passage)
 
-    @staticmethod
-    def stated_value(sentence: str) -> str | None:
+    def stated_value(self, sentence: str) -> str | None:
         """The value a sentence written like the corpus's facts states (``Kavo lives in Tesa.`` -> ``Tesa``), or
         None: what the evidence check compares an answer with."""
         stated = statement(sentence)

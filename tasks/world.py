@@ -17,6 +17,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tasks.base import Passage
+
 # One relation per attribute: the sentence that states it in a passage, and its values.
 RELATIONS: dict[str, str] = {
     "home": "{e} lives in {v}.",
@@ -34,15 +36,6 @@ AGES = tuple(str(age) for age in range(18, 91))
 _ONSETS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 _CODAS = ("", "", "", "n", "r", "l", "s")
-
-
-@dataclass(frozen=True)
-class Passage:
-    """One passage of the corpus: a stable id, the entity it is about, and its text."""
-
-    id: str
-    entity: str
-    text: str
 
 
 @dataclass(frozen=True)

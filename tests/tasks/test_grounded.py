@@ -6,15 +6,15 @@ import random
 
 import pytest
 
-from loop.families import get_family, known_families
-from loop.families.grounded import UNKNOWN, GroundedQA
-from loop.families.grounded_questions import (
+from tasks import get_family, known_families
+from tasks.grounded import UNKNOWN, GroundedQA
+from tasks.grounded_questions import (
     HELDOUT_TEMPLATES,
     TRAIN_CORES,
     TRAIN_TEMPLATES,
     with_either_question_word,
 )
-from loop.families.world import RELATIONS, build_world
+from tasks.world import RELATIONS, build_world
 from workers.model.tokenizer import CHARACTERS
 
 FAMILY = get_family("grounded")
@@ -34,7 +34,7 @@ def test_the_world_is_a_function_of_its_seed():
 
 
 def test_no_name_of_the_builtin_world_is_a_typo_of_another():
-    from loop.families.world import _edits
+    from tasks.world import _edits
 
     names, towns = [*FAMILY.world.people, *FAMILY.world.strangers], FAMILY.world.towns
     assert len(set(names)) == len(names) == 240 + 240
@@ -45,7 +45,7 @@ def test_no_name_of_the_builtin_world_is_a_typo_of_another():
 
 
 def test_name_spacing_measures_only_the_names_that_could_be_close_and_misses_none():
-    from loop.families.world import NameSpacing, _edits, _name
+    from tasks.world import NameSpacing, _edits, _name
 
     rng = random.Random(3)
     world = [_name(rng, rng.choice((2, 3))) for _ in range(300)]
@@ -102,7 +102,7 @@ def test_the_share_of_missing_attributes_among_unanswerable_questions_is_a_setti
 
 
 def test_training_asks_about_a_new_stranger_each_time_and_the_suite_about_the_worlds():
-    from loop.families.world import _edits
+    from tasks.world import _edits
 
     world = FAMILY.world
     named = {*world.people, *world.towns, *world.strangers}

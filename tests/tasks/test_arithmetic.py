@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from loop.families import get_family, known_families
-from loop.families.arithmetic import Arithmetic
+from tasks import get_family, known_families
+from tasks.arithmetic import Arithmetic
 
 
 def _operands_and_total(example) -> tuple[int, int, int]:
@@ -122,7 +122,7 @@ def test_labelled_replay_gets_no_trailing_zeros_unless_asked():
 
 
 def test_without_trailing_zeros_the_base_recipes_draws_are_unchanged():
-    from workers.model import arithmetic_format as fmt
+    from tasks import arithmetic_format as fmt
 
     mine, reference = random.Random(3), random.Random(3)
     written = [fmt.training_example(57, 8, mine) for _ in range(20)]
