@@ -12,7 +12,7 @@ import sys
 import torch
 from transformers import AutoModelForCausalLM
 
-from tasks import Example, get_family
+from tasks import Example
 from workers.generator import GenerationEngine, SamplingSpec
 from workers.model.hf import load_tokenizer, lora_targets, render
 from workers.trainer import LoraTrainingConfig, train_lora
