@@ -43,15 +43,16 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.processes: dict[str, subprocess.Popen] = {}
+        self.extra_env: dict[str, str] = {}  # PYTHONPATH for a plug-in family, say
         self.log_dir = settings.data_dir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     def env(self) -> dict[str, str]:
-        return service_env(self.settings)
+        return service_env(self.settings, **self.extra_env)
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=service_env(self.settings),
+        process = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=self.env(),
                                    stdout=log, stderr=subprocess.STDOUT)
         self.processes[name] = process
         return process
@@ -82,3 +83,35 @@ def services(settings):
     running = Services(settings)
     yield running
     running.stop()
+
+
+def _wait_until(predicate, timeout: float, what: str, services=None, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if services is not None:
+            services.assert_alive()
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {name}\n{services.tail(name, 1500)}" for name in services.processes) if services else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
+        time.sleep(interval)
+
+
+def _scalar(engine, query):
+    with engine.connect() as connection:
+        return connection.execute(query).scalar()
+
+
+@pytest.fixture
+def wait_until():
+    """``wait_until(predicate, timeout, what, services)``: the predicate's first truthy value, or a failure that shows
+    every service's log tail."""
+    return _wait_until
+
+
+@pytest.fixture
+def scalar():
+    """``scalar(engine, query)``: one value from the store."""
+    return _scalar

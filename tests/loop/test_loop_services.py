@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 from sqlalchemy import func, select
@@ -27,20 +26,6 @@ FAST_POLICY = dict(
 )
 
 
-def wait_until(predicate, timeout: float, what: str, services=None, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if services is not None:
-            services.assert_alive()
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {name}\n{services.tail(name, 1500)}" for name in services.processes) if services else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
-        time.sleep(interval)
-
-
 def start_loop(services, settings, policy: LoopPolicy) -> None:
     create_topics(settings)
     policy_file = settings.data_dir / "policy.json"
@@ -52,12 +37,8 @@ def start_loop(services, settings, policy: LoopPolicy) -> None:
     services.start("controller", "loop.controller", "--policy", str(policy_file))
 
 
-def scalar(engine, query):
-    with engine.connect() as connection:
-        return connection.execute(query).scalar()
-
-
-def test_an_adapter_is_trained_evaluated_promoted_and_then_generates(settings, services, tiny_trained_model):
+def test_an_adapter_is_trained_evaluated_promoted_and_then_generates(settings, services, tiny_trained_model, wait_until,
+                                                                   scalar):
     settings = settings.model_copy(update={"model_dir": tiny_trained_model})
     services.settings = settings
     # min_gain below zero: any adapter without a regression is promoted, so the test sees a promotion.
@@ -82,7 +63,8 @@ def test_an_adapter_is_trained_evaluated_promoted_and_then_generates(settings, s
     wait_until(lambda: scalar(engine, select(func.count()).select_from(Adapter)) >= 2, 60, "the retrained adapter", services)
 
 
-def test_a_rejected_adapter_leaves_the_promoted_one_in_place(settings, services, tiny_trained_model):
+def test_a_rejected_adapter_leaves_the_promoted_one_in_place(settings, services, tiny_trained_model, wait_until,
+                                                            scalar):
     settings = settings.model_copy(update={"model_dir": tiny_trained_model})
     services.settings = settings
     # An impossible gain: every adapter is rejected; the generators stay on the base model.
