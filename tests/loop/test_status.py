@@ -2,8 +2,8 @@ from datetime import datetime, timedelta, timezone
 
 from sqlmodel import Session
 
-from loop.status import read_status
-from schemas.tables import Job
+from loop.status import kept_precision, plot_rounds, read_status, rounds_table
+from schemas.tables import Job, Sample
 from services.settings import Settings
 from services.store.db import open_store
 
@@ -28,3 +28,26 @@ def test_the_live_line_shows_the_job_that_is_running(tmp_path):
         session.add(Job(id="next", kind="evaluate_adapter", state="queued", created_at=now + timedelta(seconds=1)))
         session.commit()
     assert "| job evaluate_adapter queued |" in read_status(settings, engine).line()
+
+
+def test_the_kept_labels_right_show_live_and_a_round_below_the_bound_is_flagged(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    engine = open_store(settings)
+    (tmp_path / "loop").mkdir()
+    (tmp_path / "loop" / "controller.json").write_text('{"round": 3, "target": 6}')
+    with Session(engine) as session:
+        for i in range(20):  # round 3: 19 of 20 kept labels right; a rejected one and another round do not count
+            session.add(Sample(id=f"s{i}", family="arithmetic", round=3, status="accepted", true_answer=str(i),
+                               label=str(i) if i else "x"))
+        session.add(Sample(id="r", family="arithmetic", round=3, status="rejected", true_answer="1", label=None))
+        session.add(Sample(id="o", family="arithmetic", round=2, status="accepted", true_answer="1", label="2"))
+        session.commit()
+    assert "| kept right 0.950 |" in read_status(settings, engine).line()
+    assert kept_precision(settings, family="arithmetic", round_no=3) == (20, 19)
+    rounds = [{"round": 1, "target": 5, "adapter_id": "a1", "promoted": True, "accepted": 10, "mastered": 5,
+               "scores": {"5": 0.99}, "kept_right": 0.99, "contradicted": 0.1, "precision_bound": 0.95},
+              {"round": 2, "target": 6, "adapter_id": "a2", "promoted": False, "accepted": 10, "mastered": 5,
+               "scores": {"5": 0.98}, "kept_right": 0.8, "contradicted": 0.3, "precision_bound": 0.95}]
+    table = rounds_table(rounds).splitlines()
+    assert "0.990 " in table[1] and "!" not in table[1] and "0.800!" in table[2] and "0.300" in table[2]
+    assert plot_rounds(rounds, tmp_path / "rounds.png").stat().st_size > 0
