@@ -1,0 +1,44 @@
+"""`loopctl up` refuses a task family it cannot build before anything starts, and says why; `loopctl tasks` lists
+what is available and where each comes from."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def loopctl(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "loop.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin", "LOOP_DATA_DIR": str(data_dir), **env})
+
+
+@pytest.mark.parametrize(("family", "reason"), [
+    ("no_such_package.tasks:Thing", "cannot load no_such_package.tasks:Thing: ModuleNotFoundError"),
+    ("json:dumps", "json:dumps is <function dumps"),
+    ("sums", "unknown task family 'sums'; known: arithmetic, grounded, jsonl"),
+])
+def test_up_stops_before_anything_starts_on_a_family_it_cannot_build(tmp_path, family, reason):
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"family": family}))
+    result = loopctl("up", "--policy", str(policy), "--minutes", "1", data_dir=tmp_path)
+    assert result.returncode == 2 and "loopctl: cannot run the policy's task family" in result.stderr
+    assert reason in result.stderr
+    assert not (tmp_path / "kafka").exists() and not (tmp_path / "models").exists()  # no broker, no bootstrap
+
+
+def test_a_checker_that_cannot_load_stops_up_and_tasks_lists_the_families(tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"question": "a?"}\n{"question": \n')
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"family": "jsonl", "family_options": {"path": str(tmp_path / "p.jsonl"),
+                                                                        "checker": "no_module_here:f"}}))
+    result = loopctl("up", "--policy", str(policy), data_dir=tmp_path)
+    assert result.returncode == 2 and "cannot load the checker no_module_here:f" in result.stderr
+    listed = loopctl("tasks", data_dir=tmp_path)
+    assert listed.returncode == 0
+    assert "arithmetic  builtin (tasks.arithmetic)" in listed.stdout and "jsonl       builtin (tasks.data)" in listed.stdout
