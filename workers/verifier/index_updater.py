@@ -30,6 +30,7 @@ from services.bus.consumer import Event, EventConsumer
 from services.jobs import JobContext, job_task
 from services.settings import Settings, get_settings
 from services.sqlite_wal import enable_wal
+from tasks import get_family
 from workers.verifier.memory import Memory, RetrievalSettings, index_name
 from workers.verifier.retrieval_checks import sync_reference_indexes
 from workers.verifier.vector_index import SQLITE_TIMEOUT_S
@@ -177,8 +178,6 @@ def accepted_from_store(settings: Settings, family: str) -> tuple[list[str], lis
 
 def rebuild(memory: Memory, name: str, settings: Settings, progress=lambda fraction, message: None) -> dict:
     """Resynchronise index ``name`` with its source, then build a new generation of its structure."""
-    from tasks import get_family
-
     kind, _, family_name = name.partition("-")
     if kind not in ("accepted", "eval", "corpus") or not family_name:
         raise ValueError(f"index name {name!r} is not accepted-<family>, eval-<family> or corpus-<family>")
