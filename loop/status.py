@@ -10,11 +10,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
+from schemas.messages import ACTIVE_JOB_STATES
 from schemas.tables import Adapter, Job, Sample
 from services.settings import Settings
 from services.store.db import open_store
 
-ACTIVE_JOB_STATES = ("queued", "started", "progress")
 GROUPS = {"store-writer": ["loop.candidates", "loop.verdicts"], "verifiers": ["loop.candidates"], "generators": ["loop.generate"]}
 
 

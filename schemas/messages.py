@@ -173,6 +173,8 @@ class EvalResult(Message):
 
 
 JobState = Literal["queued", "started", "progress", "succeeded", "failed", "cancelling", "cancelled"]
+TERMINAL_JOB_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})  # a job in one never runs again
+ACTIVE_JOB_STATES: tuple[str, ...] = ("queued", "started", "progress")  # waiting for a worker, or running
 
 
 class JobEvent(Message):

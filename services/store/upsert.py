@@ -20,14 +20,14 @@ from sqlalchemy import Connection, String, Table, case, cast, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from schemas.messages import AdapterEvent, Candidate, DeadLetter, EvalResult, JobEvent, Message, Verdict
+from schemas.messages import (TERMINAL_JOB_STATES, AdapterEvent, Candidate, DeadLetter, EvalResult, JobEvent, Message,
+                              Verdict)
 from schemas.tables import Adapter, DeadLetterRecord, EvalRecord, Job, Sample
 
 if TYPE_CHECKING:  # only for annotations: the upserts themselves need no Kafka client
     from services.bus.consumer import Event
 
 #: Job states after which a late "cancelling" request changes only ``cancel_requested``, not the state.
-TERMINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
 
 
 class Rule(enum.Enum):

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import case, func, select
 from sqlmodel import Session
 
+from schemas.messages import TERMINAL_JOB_STATES
 from schemas.tables import Adapter, DeadLetterRecord, EvalRecord, Job, Sample, Snapshot
 from services.api.models import AccuracyPoint, AdapterRef, KeptPoint, Overview, Throughput
 from services.api.queries.adapters import adapter_rounds, current_adapter
 from services.api.queries.samples import BASE_MODEL
 
-TERMINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
 
 
 def accuracy_points(session: Session, *, suite: str | None = None, family: str | None = None) -> list[AccuracyPoint]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query
 
 from services.api.deps import Authorized, DbSession, State
+from schemas.messages import JobState
 from services.api.errors import Conflict, NotFound, responses
 from services.api.models import CancelAccepted, JobAccepted, JobOut, Page, RetrainRequest
 from services.api.queries.adapters import current_adapter
@@ -15,7 +16,6 @@ from services.api.queries.jobs import list_jobs
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 JobId = Annotated[str, Path(max_length=200, pattern=r"^[^\x00]*$")]
-JobState = Literal["queued", "started", "progress", "succeeded", "failed", "cancelling", "cancelled"]
 
 
 @router.post(
