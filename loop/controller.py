@@ -20,7 +20,8 @@ from uuid import uuid4
 
 from sqlmodel import Session, select
 
-from schemas.messages import AdapterEvent, EvalResult, EvalScore, GenerateRequest, JobEvent, Sampling, Verdict
+from schemas.messages import (CONSUMER_GROUPS, AdapterEvent, EvalResult, EvalScore, GenerateRequest, JobEvent, Sampling,
+                             Verdict)
 from schemas.tables import EvalRecord
 from services.bus import Event, EventConsumer, EventProducer
 from services.bus.lag import LagMonitor
@@ -81,7 +82,7 @@ class LoopState:
 class Controller(EventConsumer):
     def __init__(self, settings: Settings, policy: LoopPolicy, *, group_id: str = "controller") -> None:
         super().__init__(
-            settings, topics=[Verdict.topic, AdapterEvent.topic, EvalResult.topic, JobEvent.topic],
+            settings, topics=list(CONSUMER_GROUPS["controller"]),
             group_id=group_id, batch_size=2000, poll_timeout_ms=250, from_beginning=False,
         )
         self.policy = policy

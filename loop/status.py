@@ -10,12 +10,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from schemas.messages import ACTIVE_JOB_STATES
+from schemas.messages import ACTIVE_JOB_STATES, CONSUMER_GROUPS
 from schemas.tables import Adapter, Job, Sample
 from services.settings import Settings
 from services.store.db import open_store
 
-GROUPS = {"store-writer": ["loop.candidates", "loop.verdicts"], "verifiers": ["loop.candidates"], "generators": ["loop.generate"]}
+GROUPS = CONSUMER_GROUPS
 
 
 @dataclass

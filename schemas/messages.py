@@ -214,6 +214,17 @@ MESSAGES: dict[str, type[Message]] = {
     for model in (GenerateRequest, Candidate, Verdict, AdapterEvent, EvalResult, JobEvent, DeadLetter)
 }
 
+# The loop's consumer groups and the topics each reads: the one declaration the workers subscribe from, and that
+# `loopctl status` and the API's lag report.
+CONSUMER_GROUPS: dict[str, tuple[str, ...]] = {
+    "store-writer": (Candidate.topic, Verdict.topic, AdapterEvent.topic, EvalResult.topic, JobEvent.topic,
+                     DeadLetter.topic),
+    "verifiers": (Candidate.topic,),
+    "generators": (GenerateRequest.topic,),
+    "controller": (Verdict.topic, AdapterEvent.topic, EvalResult.topic, JobEvent.topic),
+    "index-updater": (Candidate.topic, Verdict.topic),
+}
+
 # Partition counts: the data plane is parallel (several generators and verifiers share it);
 # the control topics are low volume and keep a single total order.
 PARTITIONS: dict[str, int] = {

@@ -13,17 +13,11 @@ import time
 
 from services.api.models import GroupLag, LagReport
 from services.settings import Settings
-from services.store.writer import DEFAULT_GROUP_ID, STORE_TOPICS
+from schemas.messages import CONSUMER_GROUPS
 
 log = logging.getLogger(__name__)
 
-#: The consumer groups of the loop and the topics each consumes.
-GROUPS: dict[str, tuple[str, ...]] = {
-    DEFAULT_GROUP_ID: STORE_TOPICS,
-    "verifiers": ("loop.candidates",),
-    "generators": ("loop.generate",),
-}
-
+GROUPS = CONSUMER_GROUPS
 
 RETRIES = 5
 CONNECT_TIMEOUT_S = 2.0

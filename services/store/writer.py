@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from schemas.messages import CONSUMER_GROUPS
 from services.bus.consumer import Event, EventConsumer
 from services.settings import Settings
 from services.store.db import open_store
@@ -22,8 +23,8 @@ from services.store.upsert import upsert_events
 log = logging.getLogger(__name__)
 
 #: What the store writer consumes: every event topic that has a table (loop.generate is a work queue, not state).
-STORE_TOPICS = ("loop.candidates", "loop.verdicts", "loop.adapters", "loop.evals", "loop.jobs", "loop.dlq")
 DEFAULT_GROUP_ID = "store-writer"
+STORE_TOPICS = CONSUMER_GROUPS[DEFAULT_GROUP_ID]
 #: A writer that died holds its partitions until the broker gives up on it: a restarted writer of the same group
 #: resumes only then. Kafka's 45 s default is long for a single writer; 10 s still rides out a GC pause.
 DEFAULT_SESSION_TIMEOUT_MS = 10_000

@@ -3,6 +3,7 @@ from datetime import datetime, timedelta, timezone
 from sqlmodel import Session
 
 from loop.status import kept_precision, plot_rounds, read_status, rounds_table
+from schemas.messages import CONSUMER_GROUPS
 from schemas.tables import Job, Sample
 from services.settings import Settings
 from services.store.db import open_store
@@ -51,3 +52,18 @@ def test_the_kept_labels_right_show_live_and_a_round_below_the_bound_is_flagged(
     table = rounds_table(rounds).splitlines()
     assert "0.990 " in table[1] and "!" not in table[1] and "0.800!" in table[2] and "0.300" in table[2]
     assert plot_rounds(rounds, tmp_path / "rounds.png").stat().st_size > 0
+
+
+def test_the_status_line_reports_the_lag_of_every_topic_of_every_group(tmp_path):
+    class Lags:  # one lag per (group, topic), as a LagMonitor answers
+        def __init__(self):
+            self.asked = []
+
+        def lag(self, group, topic):
+            self.asked.append((group, topic))
+            return 1
+
+    monitor = Lags()
+    line = read_status(Settings(data_dir=tmp_path), open_store(Settings(data_dir=tmp_path)), monitor).line()
+    assert sorted(monitor.asked) == sorted((g, t) for g, topics in CONSUMER_GROUPS.items() for t in topics)
+    assert line.endswith("lag " + " ".join(f"{g}={len(topics)}" for g, topics in CONSUMER_GROUPS.items()))

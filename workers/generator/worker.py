@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from tasks import get_family
-from schemas.messages import Candidate, GenerateRequest
+from schemas.messages import CONSUMER_GROUPS, Candidate, GenerateRequest
 from services.bus import Event, EventConsumer, EventProducer, Interrupted
 from services.bus.lag import LagMonitor
 from services.settings import Settings
@@ -44,7 +44,7 @@ class GeneratorWorker(EventConsumer):
         group_id: str = "generators",
     ) -> None:
         # Requests take minutes on a CPU: poll seldom, and tell the group that is normal.
-        super().__init__(settings, topics=[GenerateRequest.topic], group_id=group_id, batch_size=1,
+        super().__init__(settings, topics=list(CONSUMER_GROUPS["generators"]), group_id=group_id, batch_size=1,
                          consumer_options={"max_poll_interval_ms": 30 * 60 * 1000})
         self.engine = engine
         self.known_samples = known_samples

@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from schemas.messages import Candidate, Verdict
+from schemas.messages import CONSUMER_GROUPS, Candidate, Verdict
 from services.bus.consumer import Event, EventConsumer
 from services.jobs import JobContext, job_task
 from services.settings import Settings, get_settings
@@ -140,7 +140,7 @@ class IndexUpdater(EventConsumer):
 
     def __init__(self, settings: Settings, *, memory: Memory | None = None, group_id: str = DEFAULT_GROUP_ID,
                  **options) -> None:
-        super().__init__(settings, topics=[Candidate.topic, Verdict.topic], group_id=group_id, **options)
+        super().__init__(settings, topics=list(CONSUMER_GROUPS[DEFAULT_GROUP_ID]), group_id=group_id, **options)
         self.indexer = AcceptedIndexer(memory or Memory.open(settings))
 
     def handle(self, events: list[Event]) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from tasks import get_family
 from tasks.base import TaskFamily
-from schemas.messages import Candidate, Verdict
+from schemas.messages import CONSUMER_GROUPS, Candidate, Verdict
 from services.bus import Event, EventConsumer, EventProducer
 from services.settings import Settings
 from workers.verifier.chain import VerifierChain
@@ -36,7 +36,7 @@ class VerifierWorker(EventConsumer):
         family_options: dict[str, dict] | None = None,
         group_id: str = "verifiers",
     ) -> None:
-        super().__init__(settings, topics=[Candidate.topic], group_id=group_id, batch_size=256)
+        super().__init__(settings, topics=list(CONSUMER_GROUPS["verifiers"]), group_id=group_id, batch_size=256)
         self.accepted_among = accepted_among
         self.threshold = threshold
         self.oracle = oracle
