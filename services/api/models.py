@@ -195,9 +195,9 @@ class RetrainRequest(BaseModel):
 
     overrides: dict[str, Any] = Field(
         default_factory=dict,
-        description="Keyword arguments of the training job, passed through as they are "
-        '(e.g. {"families": ["arithmetic"], "difficulties": [3, 4], "lora": {"steps": 300}}). '
-        "parent_id and parent_path default to the current adapter. A name the job does not take fails the job.",
+        description="Arguments of the training job (schemas.jobs.TrainAdapterRequest, "
+        'e.g. {"families": ["arithmetic"], "difficulties": [3, 4], "lora": {"steps": 300}}). '
+        "parent_id and parent_path default to the current adapter. A name or type the job does not take is a 422.",
     )
 
 

@@ -19,6 +19,7 @@ from celery import states
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from schemas.jobs import JOB_REQUESTS
 from schemas.messages import JobEvent
 from schemas.tables import Job, JobPublic
 from services.jobs.app import get_app, queue_for
@@ -42,9 +43,12 @@ def submit_job(
     job_id: str | None = None,
     countdown: float | None = None,
 ) -> str:
-    """Queue the job ``kind`` with keyword arguments ``kwargs``; publishes ``queued`` and returns the job id."""
+    """Queue the job ``kind`` with keyword arguments ``kwargs``; publishes ``queued`` and returns the job id. The loop's
+    own jobs are validated against their request model (``schemas.jobs``): pydantic's ValidationError, here."""
     settings = settings or get_settings()
     kwargs = dict(kwargs or {})
+    if kind in JOB_REQUESTS:
+        kwargs = JOB_REQUESTS[kind].model_validate(kwargs).model_dump(exclude_unset=True)
     json.dumps(kwargs)  # a job's arguments travel as JSON: fail here, not in the worker
     if kind in JOBS:
         inspect.signature(JOBS[kind].fn).bind(None, **kwargs)  # TypeError now rather than a failed job later

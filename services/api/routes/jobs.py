@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from services.api.deps import Authorized, DbSession, State
 from schemas.messages import JobState
@@ -37,7 +39,10 @@ def start_retraining(
         if current is not None:
             kwargs.update(parent_id=current.id, parent_path=current.path)
     kind = state.job_kinds["retrain"]
-    job_id = submit_job(kind, kwargs, settings=state.settings)
+    try:
+        job_id = submit_job(kind, kwargs, settings=state.settings)
+    except ValidationError as exc:  # the job's request model refused an override: the caller's mistake
+        raise RequestValidationError([{**e, "loc": ("overrides", *e["loc"])} for e in exc.errors()]) from exc
     return JobAccepted(job_id=job_id, kind=kind, status_url=f"/api/jobs/{job_id}", kwargs=kwargs)
 
 
