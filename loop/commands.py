@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 
+from schemas.messages import TERMINAL_JOB_STATES
 from services.settings import get_settings
 
 
@@ -95,7 +96,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         return 0
     while True:
         status = job_status(job_id, settings=settings)
-        if status is not None and status.state in ("succeeded", "failed", "cancelled"):
+        if status is not None and status.state in TERMINAL_JOB_STATES:
             print(json.dumps(status.model_dump(mode="json"), indent=2))
             return 0 if status.state == "succeeded" else 1
         time.sleep(1.0)
