@@ -48,8 +48,8 @@ class SampleSummary(SampleBase):
     answer_count: int = 0
 
 
-class Check(BaseModel):
-    """One verifier check of a sample: passed or not, its score and why."""
+class CheckOut(BaseModel):
+    """One verifier check of a sample as stored (a Verdict's CheckResult): passed or not, its score and why."""
 
     name: str = ""
     passed: bool = False
@@ -91,7 +91,7 @@ class Lineage(BaseModel):
 
 class SampleDetail(SampleBase):
     answers: list[Answer]
-    checks: list[Check]
+    checks: list[CheckOut]
     evidence: list[EvidenceItem]
     meta: dict[str, Any] = {}
     timings_ms: dict[str, float] = {}

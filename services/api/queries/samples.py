@@ -11,7 +11,7 @@ from schemas.tables import Adapter, Sample, SnapshotMember
 from services.api.models import (
     AdapterRef,
     Answer,
-    Check,
+    CheckOut,
     EvidenceItem,
     Lineage,
     Page,
@@ -128,7 +128,7 @@ def get_sample(session: Session, *, sample_id: str) -> SampleDetail | None:
     return SampleDetail(
         **base,
         answers=answers,
-        checks=[Check.model_validate(check) for check in sample.checks or [] if isinstance(check, dict)],
+        checks=[CheckOut.model_validate(check) for check in sample.checks or [] if isinstance(check, dict)],
         evidence=[EvidenceItem.model_validate(item) for item in sample.evidence or [] if isinstance(item, dict)],
         meta=sample.meta or {},
         timings_ms=sample.timings_ms or {},
