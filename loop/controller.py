@@ -79,7 +79,7 @@ class LoopState:
         return None if self.promoted_scores is None else [EvalScore(**s) for s in self.promoted_scores]
 
 
-class Controller(EventConsumer):
+class Controller(EventConsumer[Verdict | AdapterEvent | EvalResult | JobEvent]):
     def __init__(self, settings: Settings, policy: LoopPolicy, *, group_id: str = "controller") -> None:
         super().__init__(
             settings, topics=list(CONSUMER_GROUPS["controller"]),
@@ -97,7 +97,7 @@ class Controller(EventConsumer):
         self._last_tick = 0.0
 
     # -- events ---------------------------------------------------------------------------------------
-    def handle(self, events: list[Event]) -> None:
+    def handle(self, events: list[Event[Verdict | AdapterEvent | EvalResult | JobEvent]]) -> None:
         for event in events:
             message = event.message
             if isinstance(message, Verdict):

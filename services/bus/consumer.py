@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Generic, Iterable, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import CommitFailedError, KafkaError
@@ -33,11 +33,14 @@ class Interrupted(Exception):
     """Raised by a handler that stops mid-batch on request: the batch stays uncommitted and is redelivered."""
 
 
+M = TypeVar("M", bound=Message)
+
+
 @dataclass(frozen=True)
-class Event:
+class Event(Generic[M]):
     """A decoded message with where it came from."""
 
-    message: Message
+    message: M
     topic: str  # the logical name, without the settings' prefix
     partition: int
     offset: int
@@ -57,8 +60,9 @@ class _AssignmentListener(ConsumerRebalanceListener):
         log.info("%s: assigned %d partitions", self.owner.group_id, len(assigned))
 
 
-class EventConsumer:
-    """Consume ``topics`` in the consumer group ``group_id``; subclasses implement ``handle``."""
+class EventConsumer(Generic[M]):
+    """Consume ``topics`` in the consumer group ``group_id``; subclasses implement ``handle``, typed by the messages
+    they read (``EventConsumer[Candidate]``: every ``event.message`` is a Candidate)."""
 
     #: Exceptions that mean "the effect could not be made durable now": the batch is retried, never dead-lettered.
     retryable: tuple[type[BaseException], ...] = (OperationalError, KafkaError, ConnectionError, TimeoutError)
@@ -125,7 +129,7 @@ class EventConsumer:
             log.warning("%s: no metadata yet for %s; joining anyway", self.group_id, ", ".join(missing))
 
     # -- to implement -------------------------------------------------------------------------------
-    def handle(self, events: list[Event]) -> None:
+    def handle(self, events: list[Event[M]]) -> None:
         """Make the effect of ``events`` durable. Raise a ``retryable`` error to have the batch retried."""
         raise NotImplementedError
 

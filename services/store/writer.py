@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from schemas.messages import CONSUMER_GROUPS
+from schemas.messages import CONSUMER_GROUPS, Message
 from services.bus.consumer import Event, EventConsumer
 from services.settings import Settings
 from services.store.db import open_store
@@ -30,7 +30,7 @@ STORE_TOPICS = CONSUMER_GROUPS[DEFAULT_GROUP_ID]
 DEFAULT_SESSION_TIMEOUT_MS = 10_000
 
 
-class StoreWriter(EventConsumer):
+class StoreWriter(EventConsumer[Message]):
     """Consume the event topics into the SQL store, one transaction per batch.
 
     ``on_stored(events, stored_at)`` (optional) is called after each batch's database commit with the wall-clock

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 VERIFIER_GROUP = "verifiers"
 
 
-class GeneratorWorker(EventConsumer):
+class GeneratorWorker(EventConsumer[GenerateRequest]):
     def __init__(
         self,
         settings: Settings,
@@ -56,7 +56,7 @@ class GeneratorWorker(EventConsumer):
         self.lag = LagMonitor(settings)
         self.generated = 0
 
-    def handle(self, events: list[Event]) -> None:
+    def handle(self, events: list[Event[GenerateRequest]]) -> None:
         for event in events:
             self.generate(event.message)
         self.producer.flush()  # the candidates are durable before the request's offset is committed

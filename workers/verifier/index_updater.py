@@ -135,7 +135,7 @@ class AcceptedIndexer:
         self.pending.close()
 
 
-class IndexUpdater(EventConsumer):
+class IndexUpdater(EventConsumer[Candidate | Verdict]):
     """Consumes ``loop.candidates`` and ``loop.verdicts`` and keeps ``accepted-<family>`` current."""
 
     def __init__(self, settings: Settings, *, memory: Memory | None = None, group_id: str = DEFAULT_GROUP_ID,
@@ -143,7 +143,7 @@ class IndexUpdater(EventConsumer):
         super().__init__(settings, topics=list(CONSUMER_GROUPS[DEFAULT_GROUP_ID]), group_id=group_id, **options)
         self.indexer = AcceptedIndexer(memory or Memory.open(settings))
 
-    def handle(self, events: list[Event]) -> None:
+    def handle(self, events: list[Event[Candidate | Verdict]]) -> None:
         self.indexer.apply(event.message for event in events)
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ from workers.verifier.chain import VerifierChain
 log = logging.getLogger(__name__)
 
 
-class VerifierWorker(EventConsumer):
+class VerifierWorker(EventConsumer[Candidate]):
     def __init__(
         self,
         settings: Settings,
@@ -56,8 +56,8 @@ class VerifierWorker(EventConsumer):
             self._families[name] = get_family(name, **self.family_options.get(name, {}))
         return self._families[name]
 
-    def handle(self, events: list[Event]) -> None:
-        candidates: list[Candidate] = [e.message for e in events]
+    def handle(self, events: list[Event[Candidate]]) -> None:
+        candidates = [e.message for e in events]
         already = self.accepted_among([c.sample_id for c in candidates])
         accepted_now: set[str] = set()
         for event, candidate in zip(events, candidates, strict=True):
