@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 mkdir -p test-artifacts
+.venv/bin/ruff check --quiet .   # a lint finding fails the run before the tests start
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?
