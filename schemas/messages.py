@@ -80,6 +80,8 @@ class RelatedAnswers(BaseModel):
 
 class Candidate(Message):
     topic: ClassVar[str] = "loop.candidates"
+    # 2: carries the answers to the family's related problems; a 1 (written before) has none and is still read.
+    schema_version: Literal[1, 2] = 2  # type: ignore[assignment]
 
     sample_id: str
     family: str

@@ -6,7 +6,9 @@ import json
 
 from pydantic import ValidationError
 
-from schemas.messages import MESSAGES, SCHEMA_VERSION, Message
+from typing import get_args
+
+from schemas.messages import MESSAGES, Message
 
 
 class UndecodableMessage(ValueError):
@@ -39,9 +41,11 @@ def decode_message(topic: str, raw: bytes | None, *, max_bytes: int) -> Message:
     if not isinstance(payload, dict):
         raise UndecodableMessage(f"expected a JSON object, got {type(payload).__name__}")
     version = payload.get("schema_version")
-    if version != SCHEMA_VERSION:
+    known = get_args(model.model_fields["schema_version"].annotation)
+    if version not in known:
         raise UndecodableMessage(
-            f"unknown schema_version {version!r} for {model.__name__} (this consumer reads {SCHEMA_VERSION})"
+            f"unknown schema_version {version!r} for {model.__name__} (this consumer reads "
+            f"{', '.join(map(str, known))})"
         )
     try:
         return model.model_validate(payload)

@@ -1,3 +1,4 @@
+import json
 import pytest
 from pydantic import ValidationError
 
@@ -37,7 +38,7 @@ def test_every_topic_has_a_contract_and_an_example():
 def test_json_round_trip_keeps_every_field(message):
     again = type(message).model_validate_json(message.model_dump_json())
     assert again == message
-    assert again.schema_version == 1
+    assert again.schema_version == (2 if isinstance(message, Candidate) else 1)
     assert message.key()
 
 
@@ -46,10 +47,16 @@ def test_unknown_fields_and_versions_are_refused():
     with pytest.raises(ValidationError):
         Candidate.model_validate({**payload, "surprise": 1})
     with pytest.raises(ValidationError):
-        Candidate.model_validate({**payload, "schema_version": 2})
+        Candidate.model_validate({**payload, "schema_version": 3})
 
 
 def test_sample_id_is_a_content_hash():
     assert sample_id_for("arithmetic", "1+2") == sample_id_for("arithmetic", "1+2")
     assert sample_id_for("arithmetic", "1+2") != sample_id_for("arithmetic", "2+1")
     assert sample_id_for("arithmetic", "1+2") != sample_id_for("grounded", "1+2")
+
+
+def test_a_candidate_written_before_related_problems_is_still_read():
+    old = {k: v for k, v in EXAMPLES[1].model_dump(mode="json").items() if k != "related"} | {"schema_version": 1}
+    again = Candidate.model_validate_json(json.dumps(old))
+    assert again.schema_version == 1 and again.related == []

@@ -130,6 +130,8 @@ class Metamorphic(Check):
             return self.result(True, 1.0, f"no {self.name} relation for {reading.problem.canonical!r}")
         if label is None:
             return self.result(False, 0.0, "no label to relate")
+        if reading.candidate.schema_version < 2:
+            return self.result(True, 1.0, "a candidate of schema version 1 predates related problems (a replay)")
         asked = {(r.relation, r.problem): r.answers for r in reading.candidate.related}
         agree = total = 0
         notes = []

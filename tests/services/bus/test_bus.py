@@ -147,7 +147,7 @@ def test_unreadable_messages_go_to_the_dlq_with_a_reason_and_consuming_goes_on(s
     bad = {
         "not JSON": b"\x00\x9f\xfe random bytes \xff" * 10,
         "does not match Candidate": json.dumps({"schema_version": 1, "sample_id": 5, "answers": "no"}).encode(),
-        "unknown schema_version 2": json.dumps({**good, "schema_version": 2}).encode(),
+        "unknown schema_version 3": json.dumps({**good, "schema_version": 3}).encode(),
         "exceeds the cap of 2048 bytes": json.dumps({**good, "problem": "x" * 3000}).encode(),
     }
     with EventProducer(settings) as producer:

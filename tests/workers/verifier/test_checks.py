@@ -151,3 +151,9 @@ def test_relations_are_a_pure_function_of_the_problem_and_ask_only_shorter_probl
         for relation in first:
             assert all(p.difficulty < problem.difficulty for p in relation.problems)
             assert relation.agrees(FAMILY.true_answer(problem), tuple(FAMILY.true_answer(p) for p in relation.problems))
+
+
+def test_a_replayed_candidate_of_schema_version_1_is_not_failed_for_lacking_related_answers():
+    candidate = candidate_for(SYSTEMATIC, ["829876"] * 6, relatives=False).model_copy(update={"schema_version": 1})
+    split = {c.name: c for c in VerifierChain.label_free(FAMILY).verify(candidate, SYSTEMATIC).checks}["split"]
+    assert split.passed and "predates related problems" in split.reason
