@@ -49,7 +49,7 @@ EXTRACTORS = {
 class DataRecord(BaseModel):
     """One problem of the file; other fields are kept for the template and the checker."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)  # "answer": 42 reads as "42"
 
     question: str = Field(min_length=1)
     answer: str | None = None
@@ -59,21 +59,30 @@ class DataRecord(BaseModel):
 @register_family("jsonl")
 class DataFamily(TaskFamily):
     chat = True
-    verifier = "retrieval"
 
     def __init__(self, *, path: str, template: str = "{{ question }}", extractor: str = "answer",
-                 checker: str | None = None, checker_threshold: float = 0.5, heldout_share: float = 0.1,
-                 heldout_seed: int = 0, max_answer_tokens: int = 64, stop: list[str] | None = None) -> None:
+                 answer_format: str | None = None, checker: str | None = None, checker_threshold: float = 0.5,
+                 heldout_share: float = 0.1, heldout_seed: int = 0, max_answer_tokens: int = 64,
+                 stop: list[str] | None = None, memory: bool = True) -> None:
         """``extractor``: ``answer`` (the text after the last ``Answer:``), ``boxed`` (the last ``\\boxed{...}``),
-        ``raw`` (the whole completion), or a regular expression whose first group is the answer."""
+        ``raw`` (the whole completion), or a regular expression whose first group is the answer, with
+        ``answer_format`` (``"The answer is {answer}."``) the way training writes a label so that it reads back.
+        ``memory``: novelty and decontamination by FAISS near-duplicates (False: by exact problem only)."""
         if not 0.0 <= heldout_share < 1.0:
             raise ValueError(f"heldout_share must be in [0, 1), got {heldout_share}")
         self.path = Path(path)
-        self.template = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False).from_string(template)
+        try:
+            self.template = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False).from_string(template)
+            self.pattern, self.answer_format = EXTRACTORS.get(extractor, (re.compile(extractor), answer_format))
+        except (jinja2.TemplateSyntaxError, re.error) as exc:
+            raise ValueError(f"{type(exc).__name__}: {exc}") from exc
         self.extractor = extractor
-        self.pattern, self.answer_format = EXTRACTORS.get(extractor, (re.compile(extractor), "{answer}"))
         if self.pattern is not None and self.pattern.groups < 1:
             raise ValueError(f"the extractor {extractor!r} needs a group that captures the answer")
+        self.answer_format = answer_format or self.answer_format
+        if self.answer_format is None:
+            raise ValueError("a regular expression extractor needs answer_format, the way a label is written for it")
+        self.verifier = "retrieval" if memory else "label_free"
         self.checker = _import_callable(checker) if checker else None
         self.checker_threshold = checker_threshold
         self.answer_checks = ("checker",) if checker else ()
@@ -81,7 +90,11 @@ class DataFamily(TaskFamily):
         self.stop_strings = tuple(stop or ())
         self.skipped: list[str] = []
         problems = self._load()
-        held = set(random.Random(heldout_seed).sample(sorted(problems), round(len(problems) * heldout_share)))
+        probe = next(iter(problems.values()))
+        if self.read_answer(probe, self.write_answer(probe, "42")) != "42":
+            raise ValueError(f"the extractor {extractor!r} does not read back a label written as "
+                             f"{self.answer_format!r}: training would teach a format it cannot read")
+        held = _held_out(problems.values(), heldout_share, random.Random(heldout_seed))
         self._train = [p for key, p in sorted(problems.items()) if key not in held]
         self._heldout = [p for key, p in sorted(problems.items()) if key in held]
 
@@ -96,7 +109,11 @@ class DataFamily(TaskFamily):
     def _load(self) -> dict[str, Problem]:
         problems: dict[str, Problem] = {}
         for file in self._files():
-            for number, line in enumerate(file.read_text().splitlines(), start=1):
+            try:
+                lines = file.read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read {file}: {exc}") from exc
+            for number, line in enumerate(lines, start=1):
                 if not line.strip():
                     continue
                 try:
@@ -175,10 +192,10 @@ class DataFamily(TaskFamily):
             return True, 1.0, "no checker"
         try:
             returned = self.checker(problem.data["record"], answer)
-        except Exception as exc:  # noqa: BLE001 - the user's code: any exception rejects the label, with its reason
+            score, reason = returned if isinstance(returned, tuple) else (returned, "")
+            score = float(score)
+        except Exception as exc:  # noqa: BLE001 - the user's code: any failure rejects the label, with its reason
             return False, 0.0, f"checker raised {type(exc).__name__}: {exc}"
-        score, reason = returned if isinstance(returned, tuple) else (returned, "")
-        score = float(score)
         passed = score >= self.checker_threshold
         return passed, score, f"checker scored {score:g} ({'at or above' if passed else 'below'} " \
                               f"{self.checker_threshold:g}){': ' + str(reason) if reason else ''}"
@@ -207,3 +224,19 @@ def _last_boxed(text: str) -> str | None:
         if depth == 0:
             return text[i:j]
     return None
+
+
+def _held_out(problems, share: float, rng: random.Random) -> set[str]:
+    """The held-out problems: ``share`` of each difficulty's problems that have a reference answer (at least one where
+    a difficulty has two or more), so that every difficulty is measured and every held-out item can be scored."""
+    held: set[str] = set()
+    if share <= 0:
+        return held
+    by_difficulty: dict[int, list[str]] = {}
+    for problem in problems:
+        if problem.data["record"].get("answer") is not None:
+            by_difficulty.setdefault(problem.difficulty, []).append(problem.canonical)
+    for difficulty, keys in sorted(by_difficulty.items()):
+        count = max(1, round(len(keys) * share)) if len(keys) >= 2 else 0
+        held.update(rng.sample(sorted(keys), count))
+    return held

@@ -97,7 +97,7 @@ def get_family(name: str, **options: object) -> TaskFamily:
     cls = family_class(name)
     try:
         family = cls(**options)
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever a plug-in's constructor raises is why it cannot be used
         raise FamilyError(f"task family {name!r} cannot be built with the options {sorted(options)}: {exc}") from exc
     family.name = name
     return family

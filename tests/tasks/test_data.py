@@ -81,7 +81,7 @@ def test_the_held_out_split_is_fixed_by_its_seed_and_never_drawn_for_training(da
     ("answer", "no conclusion", None),
 ])
 def test_answer_extractors(data_file, extractor, completion, answer):
-    task = family(data_file, extractor=extractor)
+    task = family(data_file, extractor=extractor, answer_format="the sum is {answer}" if "(" in extractor else None)
     problem = task.make_problems(1, 1, random.Random(0))[0]
     assert task.read_answer(problem, completion) == answer
 
@@ -110,3 +110,36 @@ def test_the_checker_passes_right_labels_and_an_exception_rejects_with_its_reaso
 def test_a_checker_that_cannot_be_loaded_stops_the_family(data_file):
     with pytest.raises(FamilyError, match="cannot load the checker nowhere_at_all:score: ModuleNotFoundError"):
         family(data_file, checker="nowhere_at_all:score")
+
+
+def test_an_extractor_must_read_back_the_labels_training_writes(data_file):
+    with pytest.raises(FamilyError, match="needs answer_format"):
+        family(data_file, extractor=r"sum is (\d+)")
+    with pytest.raises(FamilyError, match="does not read back a label written as 'Total {answer}'"):
+        family(data_file, extractor=r"sum is (\d+)", answer_format="Total {answer}")
+    with pytest.raises(FamilyError, match="error"):
+        family(data_file, extractor=r"sum is (\d+")
+    with pytest.raises(FamilyError, match="TemplateSyntaxError"):
+        family(data_file, template="{{ question ")
+
+
+def test_numbers_read_as_text_and_every_difficulty_has_held_out_items_with_answers(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    rows = [{"question": f"q{i}?", "answer": i, "difficulty": 1 + i % 3} for i in range(30)]
+    rows += [{"question": f"open{i}?", "difficulty": 1} for i in range(10)]  # no reference answer
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    task = family(path, heldout_share=0.05)
+    assert task.load_report() == []
+    for difficulty in (1, 2, 3):
+        suite = task.eval_suite(difficulty)
+        assert len(suite) == 1 and all(task.true_answer(p) is not None for p in suite)
+    assert task.true_answer(task.eval_suite(2)[0]) == task.eval_suite(2)[0].canonical[1:-1]
+
+
+def test_a_checker_that_returns_nonsense_rejects_the_label_with_the_reason(data_file, tmp_path, monkeypatch):
+    (tmp_path / "odd_checks.py").write_text("def score(record, answer):\n    return 'high'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    task = family(data_file, checker="odd_checks:score")
+    problem = task.make_problems(1, 1, random.Random(0))[0]
+    passed, score, reason = task.check_answer(problem, "2")
+    assert not passed and reason == "checker raised ValueError: could not convert string to float: 'high'"
