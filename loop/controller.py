@@ -110,6 +110,7 @@ class Controller(EventConsumer[Verdict | AdapterEvent | EvalResult | JobEvent]):
             elif isinstance(message, JobEvent):
                 self.on_job(message)
         self.tick()
+        self.state.save(self.state_path)  # before the base commits this batch's offsets, whatever tick() skipped
 
     def count_verdict(self, verdict: Verdict) -> None:
         passed = {c.name: c.passed for c in verdict.checks}

@@ -73,7 +73,7 @@ class LoraTrainingConfig(BaseModel):
     checkpoint_every: int = Field(default=100, ge=1, description="Steps between resumable checkpoints.")
     seed: int = 0
     device: str | None = Field(default=None, description="cuda or cpu; default: cuda when available.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto", description="Autocast dtype of the forward pass; auto: bfloat16 on a GPU that has it, else "
         "float32 (bfloat16 pays on CPUs with AMX for models of tens of millions of parameters, not for the builtin).",
     )

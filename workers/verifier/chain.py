@@ -12,9 +12,9 @@ from workers.verifier.checks import Check, Reading, build_check
 LABEL_FREE_CHECKS = ("format", "self_consistency", "duplicate", "contamination")
 
 
-def family_checks(family: TaskFamily, *, relations: bool = True) -> list[Check]:
+def family_checks(family: TaskFamily) -> list[Check]:
     """What a family adds to any chain: one metamorphic check per relation it declares, then its own checks."""
-    metamorphic = [build_check("metamorphic", relation=r) for r in family.relation_names] if relations else []
+    metamorphic = [build_check("metamorphic", relation=r) for r in family.relation_names]
     return metamorphic + [build_check(name) for name in family.answer_checks]
 
 
@@ -32,10 +32,9 @@ class VerifierChain:
         accepted: Container[str] = frozenset(),
         eval_ids: Container[str] = frozenset(),
         oracle: bool = False,
-        relations: bool = True,
     ) -> "VerifierChain":
         """The default chain: format, self-consistency, one metamorphic check per relation the family declares
-        (unless ``relations`` is off), novelty, decontamination; the true answer decides acceptance only when
+        novelty, decontamination; the true answer decides acceptance only when
         ``oracle`` is on."""
         options = {
             "self_consistency": {"threshold": threshold},
@@ -44,7 +43,7 @@ class VerifierChain:
         }
         names = list(LABEL_FREE_CHECKS) + (["oracle"] if oracle else [])
         checks = [build_check(name, **options.get(name, {})) for name in names]
-        return cls(family, checks[:2] + family_checks(family, relations=relations) + checks[2:])
+        return cls(family, checks[:2] + family_checks(family) + checks[2:])
 
     def read(self, candidate: Candidate, problem: Problem) -> Reading:
         answers = [self.family.read_answer(problem, completion) for completion in candidate.answers]
