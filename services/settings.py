@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         return self.data_dir / "models" / "builtin"
 
     @property
+    def policy_file(self) -> Path:
+        """Where ``loopctl up`` writes the loop's policy: the family and options a job falls back to."""
+        return self.data_dir / "loop" / "policy.json"
+
+    @property
     def adapters_dir(self) -> Path:
         return self.data_dir / "adapters"
 

@@ -105,7 +105,9 @@ def get_family(name: str, **options: object) -> TaskFamily:
 
 def policy_family_options(path: str | Path) -> dict[str, dict]:
     """``{family: options}`` from a loop policy file (the JSON ``loopctl up`` writes): what every worker needs to
-    build the policy's family as the controller does."""
+    build the policy's family as the controller does; empty where there is no such file."""
+    if not Path(path).exists():
+        return {}
     policy = json.loads(Path(path).read_text())
     return {policy.get("family", "arithmetic"): dict(policy.get("family_options") or {})}
 

@@ -32,7 +32,8 @@ def greedy_answers(
     if abstain_below is None and rendering == 0:
         budget = max_new_tokens or max(family.answer_budget(p) for p in problems)
         completions = engine.generate(engine.render([family.prompt(p) for p in problems], family.chat),
-                                      SamplingSpec(k=1, greedy_first=True, max_new_tokens=budget))
+                                      SamplingSpec(k=1, greedy_first=True, max_new_tokens=budget,
+                                                   stop=family.stop_strings))
         return [family.read_answer(p, c[0]) for p, c in zip(problems, completions, strict=True)]
     unknown = _unknown_answer(family)
     threshold = abstain_below if abstain_below is not None else 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tasks import get_family
+from tasks.registry import policy_family_options
 from schemas.messages import EvalResult
 from services.bus import EventProducer
 from services.jobs import JobContext, job_task
@@ -27,7 +28,8 @@ def evaluate_adapter(
     engine = GenerationEngine(base_model_dir(ctx.settings))
     if adapter_id is not None:
         engine.use_adapter(adapter_id, path)
-    task_family = get_family(family, **(family_options or {}))
+    options = family_options or policy_family_options(ctx.settings.policy_file).get(family, {})
+    task_family = get_family(family, **options)
     scores = []
     for number, difficulty in enumerate(difficulties, start=1):
         scores += evaluate_family(engine, task_family, [difficulty])

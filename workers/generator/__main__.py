@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-lag", type=int, default=4000, help="hold back while the verifiers are this far behind")
     parser.add_argument("--chunk-size", type=int, default=128, help="problems generated per batch")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--policy", default=None, help="the loop's policy file: its family's options")
+    parser.add_argument("--policy", default=None, help="the loop's policy file, for its family's options (default: the one loopctl up wrote "
+                        "in the data directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = GenerationEngine(base_model_dir(settings), device=args.device)
     worker = GeneratorWorker(settings, engine=engine, known_samples=lambda ids: sample_ids_among(store, ids),
                              chunk_size=args.chunk_size, max_lag=args.max_lag,
-                             family_options=policy_family_options(args.policy) if args.policy else None)
+                             family_options=policy_family_options(args.policy or settings.policy_file))
     worker.install_signal_handlers()
     logging.getLogger(__name__).info("generator ready on %s (model %s)", engine.device, engine.model_dir)
     worker.run()

@@ -19,7 +19,8 @@ def ask_relatives(engine: GenerationEngine, family: TaskFamily, problems: list[P
             for prompt in engine.render(family.renderings(related), family.chat):
                 prompts.append(prompt)
                 owners.append((i, j))
-    completions = engine.generate(prompts, SamplingSpec(k=1, greedy_first=True, max_new_tokens=max_new_tokens))
+    completions = engine.generate(prompts, SamplingSpec(k=1, greedy_first=True, max_new_tokens=max_new_tokens,
+                                                        stop=family.stop_strings))
     answers: list[list[list[str]]] = [[[] for _ in pairs] for pairs in asked]
     for (i, j), texts in zip(owners, completions, strict=True):
         answers[i][j].extend(texts)

@@ -15,6 +15,7 @@ from pathlib import Path
 from uuid import uuid4
 
 from tasks import get_family
+from tasks.registry import policy_family_options
 from schemas.messages import AdapterEvent
 from services.bus import EventProducer
 from services.jobs import JobContext, job_task
@@ -57,7 +58,7 @@ def train_adapter(
         adapter_id = f"adapter-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid4().hex[:6]}"
         _write_atomically(record_path, json.dumps({"adapter_id": adapter_id, "snapshot_id": snapshot_id}))
     ctx.progress(0.02, f"snapshot {snapshot_id}: {len(samples)} accepted samples")
-    options = family_options or {}
+    options = family_options or policy_family_options(settings.policy_file)  # a retrain from the CLI or the API
     names = sorted({s.family for s in samples} | set(families or [])) or ["arithmetic"]
     loaded = {name: get_family(name, **options.get(name, {})) for name in names}
     if target is not None:

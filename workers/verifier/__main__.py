@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-abstentions-only", action="store_true",
                         help="grounded families: accept 'I do not know' only where the model said it, instead of "
                              "labelling every question the corpus does not answer with it")
-    parser.add_argument("--policy", default=None, help="the loop's policy file: its family's options")
+    parser.add_argument("--policy", default=None, help="the loop's policy file, for its family's options (default: the one loopctl up wrote "
+                        "in the data directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = VerifierWorker(settings, accepted_among=lambda ids: sample_ids_among(store, ids, status="accepted"),
                             threshold=args.agreement, oracle=args.oracle, choose_supported=not args.majority_only,
                             abstain_unsupported=not args.model_abstentions_only,
-                            family_options=policy_family_options(args.policy) if args.policy else None)
+                            family_options=policy_family_options(args.policy or settings.policy_file))
     worker.install_signal_handlers()
     worker.run()
     return 0

@@ -31,6 +31,7 @@ from services.jobs import JobContext, job_task
 from services.settings import Settings, get_settings
 from services.sqlite_wal import enable_wal
 from tasks import get_family
+from tasks.registry import policy_family_options
 from workers.verifier.memory import Memory, RetrievalSettings, index_name
 from workers.verifier.retrieval_checks import sync_reference_indexes
 from workers.verifier.vector_index import SQLITE_TIMEOUT_S
@@ -187,7 +188,8 @@ def rebuild(memory: Memory, name: str, settings: Settings, progress=lambda fract
         progress(0.2, f"embedding {len(ids)} accepted samples")
         changed, removed = memory.sync(name, ids, texts, meta)
     else:
-        report = sync_reference_indexes(memory, get_family(family_name))
+        options = policy_family_options(settings.policy_file).get(family_name, {})
+        report = sync_reference_indexes(memory, get_family(family_name, **options))
         changed, removed = report.get(kind, (0, 0))
     progress(0.7, f"{changed} items changed, {removed} removed; building the index")
     info = memory.index(name).rebuild()

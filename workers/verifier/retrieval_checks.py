@@ -307,6 +307,7 @@ def retrieval_chain(
     sync_reference: bool = True,
     choose_supported: bool = False,
     abstain_unsupported: bool = False,
+    oracle: bool = False,
 ) -> VerifierChain:
     """format, self_consistency, novelty, decontamination, and (for a family with a corpus) evidence.
 
@@ -315,7 +316,8 @@ def retrieval_chain(
     and picks, among the k answers, the one the corpus supports; self-consistency then asks how many of the k
     say it (so ``agreement`` is the share of answers that must agree with the evidence). ``abstain_unsupported``:
     a question the corpus does not answer is labelled with the family's unknown answer by the evidence check,
-    whatever the model said (the evidence check then also runs first).
+    whatever the model said (the evidence check then also runs first). ``oracle``: the label must also be the true
+    answer (a measurement mode, as in the label-free chain).
     """
     settings = settings or RetrievalSettings()
     grounded = isinstance(family, GroundedFamily)
@@ -332,4 +334,6 @@ def retrieval_chain(
         evidence = build_check("evidence", memory=memory, relevance_threshold=settings.relevance_threshold,
                                k=settings.evidence_k, choose=choose_supported, abstain=abstain_unsupported)
         checks = [evidence, *checks] if choose_supported or abstain_unsupported else [*checks, evidence]
+    if oracle:
+        checks.append(build_check("oracle"))
     return VerifierChain(family, checks)

@@ -86,7 +86,8 @@ class VerifierWorker(EventConsumer[Candidate]):
                 self._retrieval_chains[family.name] = retrieval_chain(family, Memory.open(self.settings),
                                                                       agreement=self.threshold,
                                                                       choose_supported=self.choose_supported,
-                                                                      abstain_unsupported=self.abstain_unsupported)
+                                                                      abstain_unsupported=self.abstain_unsupported,
+                                                                      oracle=self.oracle)
             return self._retrieval_chains[family.name]
         return VerifierChain.label_free(family, threshold=self.threshold, accepted=accepted_now,
                                         eval_ids=self.eval_ids(family, problem.difficulty), oracle=self.oracle)
