@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tasks.base import Example, TaskFamily
@@ -83,7 +83,8 @@ def run_offline(
         problems = [p for p in family.make_problems(target, config.problems_per_round, rng) if p.sample_id not in accepted]
         kept, right = 0, 0
         if not config.ablation:
-            completions = engine.generate_renderings([family.renderings(p) for p in problems], config.sampling)
+            completions = engine.generate_renderings([engine.render(family.renderings(p), family.chat) for p in problems],
+                                                     replace(config.sampling, stop=family.stop_strings))
             related = ask_relatives(engine, family, problems, config.sampling.max_new_tokens)
             timer.lap("generate")
             chain = VerifierChain.label_free(
@@ -108,7 +109,7 @@ def run_offline(
             lora = lora.model_copy(update={"init": "base"})  # nothing to continue yet
         train_lora(
             base_model=base_model, examples=list(accepted.values()), out_dir=out_dir / name, config=lora,
-            snapshot_id=f"offline-{round_no}", replay=trains_as.replay_examples,
+            snapshot_id=f"offline-{round_no}", replay=trains_as.replay_examples, chat=family.chat,
             parent_adapter=adapter[1] if lora.init == "parent" else None,
         )
         timer.lap("train")
