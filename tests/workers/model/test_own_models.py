@@ -106,3 +106,18 @@ def test_training_changes_the_adapter_and_masks_the_prompt(own_model_dir):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert all(torch.equal(frozen[k], v) for k, v in model.named_parameters() if not v.requires_grad)
 
+
+
+def test_gradient_checkpointing_and_bfloat16_autocast_train_the_same_adapter_shape(own_model_dir, tmp_path):
+    examples = [Example(f"Spell {w} backwards:", f" {w[::-1]}") for w in ("abc", "bcd")]
+    plain = LoraTrainingConfig(steps=2, batch_size=2, rank=4, alpha=8, warmup_steps=0, replay_share=0.0, device="cpu")
+    lean = plain.model_copy(update={"gradient_checkpointing": True, "dtype": "bfloat16"})
+    for name, config in (("plain", plain), ("lean", lean)):
+        record = train_lora(base_model=own_model_dir, examples=examples, out_dir=tmp_path / name, config=config,
+                            chat=True, replay=lambda rng, n: [])
+        assert record["final_loss"] > 0 and record["config"]["dtype"] == config.dtype
+    from safetensors.torch import load_file
+
+    plain_w, lean_w = load_file(tmp_path / "plain" / "adapter_model.safetensors"), load_file(
+        tmp_path / "lean" / "adapter_model.safetensors")
+    assert plain_w.keys() == lean_w.keys() and all(plain_w[k].shape == lean_w[k].shape for k in plain_w)
