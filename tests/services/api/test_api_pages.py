@@ -18,7 +18,9 @@ def test_overview_shows_the_current_adapter_the_rates_and_the_chart(client, stan
     html = page(client, "/")
     assert 'id="current-adapter"' in html and ">a2</a>" in html
     assert '<svg id="accuracy-chart"' in html and "arithmetic d3" in html
-    assert html.count("<polyline") == 3  # one line per difficulty
+    accuracy = html.split('id="accuracy-chart"')[1].split("</svg>")[0]
+    assert accuracy.count("<polyline") == 3  # one line per difficulty
+    assert '<svg id="kept-chart"' in html and "arithmetic kept right" in html  # and the kept labels' line
 
 
 def test_overview_of_an_empty_store_explains_the_missing_chart(client):

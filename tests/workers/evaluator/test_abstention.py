@@ -53,6 +53,9 @@ class _ScriptedEngine:
     def __init__(self, completions):
         self.completions = completions
 
+    def render(self, texts, chat):
+        return list(texts)
+
     def generate(self, prompts, spec):
         return [[self.completions[prompt][0]] for prompt in prompts]
 
