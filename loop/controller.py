@@ -93,6 +93,7 @@ class Controller(EventConsumer[Verdict | AdapterEvent | EvalResult | JobEvent]):
         self.state = LoopState.load(self.state_path)
         self.producer = EventProducer(settings, client_id="controller")
         self.lag = LagMonitor(settings)
+        self.store = open_store(settings)
         self.relation_names = get_family(policy.family, **policy.family_options).relation_names
         self._last_tick = 0.0
 
@@ -186,7 +187,7 @@ class Controller(EventConsumer[Verdict | AdapterEvent | EvalResult | JobEvent]):
 
     def scores_of(self, adapter_id: str) -> list[dict] | None:
         """The held-out scores the store holds for an adapter (the last evaluation of it)."""
-        with Session(open_store(self.settings)) as session:
+        with Session(self.store) as session:
             record = session.exec(select(EvalRecord).where(EvalRecord.adapter_id == adapter_id)
                                   .order_by(EvalRecord.created_at.desc())).first()
         if record is None:
@@ -258,7 +259,7 @@ class Controller(EventConsumer[Verdict | AdapterEvent | EvalResult | JobEvent]):
         if adapter_id:
             # Measurement only: what share of the round's kept labels is right where the family knows the truth, and
             # the label-free estimate beside it (the share of agreeing answers that a relative contradicted).
-            known, right = kept_precision(self.settings, family=self.policy.family, round_no=self.state.round)
+            known, right = kept_precision(self.store, family=self.policy.family, round_no=self.state.round)
             consistent = self.state.consistent_in_round
             row |= {"kept_right": round(right / known, 4) if known else None,
                     "contradicted": round(self.contradicted_share(), 4) if consistent else None,

@@ -13,9 +13,7 @@ from sqlalchemy import Engine, func, select
 from schemas.messages import ACTIVE_JOB_STATES, CONSUMER_GROUPS
 from schemas.tables import Adapter, Job, Sample
 from services.settings import Settings
-from services.store.db import open_store
 
-GROUPS = CONSUMER_GROUPS
 
 
 @dataclass
@@ -64,24 +62,20 @@ def read_status(settings: Settings, engine: Engine, lag_monitor=None, *, window_
         ).first()
     lag = {}
     if lag_monitor is not None:
-        for group, topics in GROUPS.items():
+        for group, topics in CONSUMER_GROUPS.items():
             try:
                 lag[group] = sum(lag_monitor.lag(group, topic) for topic in topics)
             except Exception:  # noqa: BLE001 - a status line must not die with Kafka
                 lag[group] = -1
     scores = {int(s["difficulty"]): s["accuracy"] for s in state.get("promoted_scores") or []}
-    known, right = _kept_precision(engine, None, state.get("round"))
+    known, right = kept_precision(engine, family=None, round_no=state.get("round"))
     return LoopStatus(state.get("round"), state.get("target"), state.get("promoted_id") or promoted, scores, counts,
                       recent / window_s, lag, _job_text(*active) if active else None,
                       right / known if known else None)
 
 
-def kept_precision(settings: Settings, *, family: str, round_no: int) -> tuple[int, int]:
+def kept_precision(engine: Engine, *, family: str | None, round_no: int | None) -> tuple[int, int]:
     """(kept samples of the round whose true answer is known, those of them labelled with it): measurement only."""
-    return _kept_precision(open_store(settings), family, round_no)
-
-
-def _kept_precision(engine: Engine, family: str | None, round_no: int | None) -> tuple[int, int]:
     if round_no is None:
         return 0, 0
     kept = [Sample.status == "accepted", Sample.round == round_no, Sample.true_answer.is_not(None)]

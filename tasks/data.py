@@ -22,7 +22,6 @@ reason (verl's custom reward functions work the same way).
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import logging
 import random
@@ -35,7 +34,7 @@ import jinja2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tasks.base import Problem, TaskFamily
-from tasks.registry import register_family
+from tasks.registry import import_object, register_family
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +201,10 @@ class DataFamily(TaskFamily):
 
 
 def _import_callable(spec: str) -> Callable[..., Any]:
-    module_name, colon, attribute = spec.partition(":")
-    if not colon:
+    if ":" not in spec:
         raise ValueError(f"a checker is named module:function, got {spec!r}")
     try:
-        target = getattr(importlib.import_module(module_name), attribute)
+        target = import_object(spec)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"cannot load the checker {spec}: {type(exc).__name__}: {exc}") from exc
     if not callable(target):

@@ -86,7 +86,7 @@ def family_class(name: str) -> type[TaskFamily]:
         entry = next(iter(found))
         return _family_class(name, entry.value, entry.load)
     if ":" in name:
-        return _family_class(name, name, lambda: _import_object(name))
+        return _family_class(name, name, lambda: import_object(name))
     plugins = sorted(e.name for e in entry_points(group=ENTRY_POINT_GROUP))
     raise FamilyError(f"unknown task family {name!r}; known: {', '.join(FAMILIES.names() + plugins)} "
                       "(or name one as package.module:ClassName)")
@@ -131,7 +131,8 @@ def available_families() -> list[FamilySource]:
     return found
 
 
-def _import_object(spec: str) -> object:
+def import_object(spec: str) -> object:
+    """The object ``package.module:attribute`` names (the attribute may be dotted)."""
     module_name, _, attribute = spec.partition(":")
     target: object = importlib.import_module(module_name)
     for part in attribute.split("."):

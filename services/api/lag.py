@@ -17,7 +17,6 @@ from schemas.messages import CONSUMER_GROUPS
 
 log = logging.getLogger(__name__)
 
-GROUPS = CONSUMER_GROUPS
 
 RETRIES = 5
 CONNECT_TIMEOUT_S = 2.0
@@ -62,7 +61,7 @@ class LagReporter:
                 self._monitor = LagMonitor(self.settings)
             groups = [
                 GroupLag(group=group, topic=topic, lag=self._lag(group, topic))
-                for group, topics in GROUPS.items()
+                for group, topics in CONSUMER_GROUPS.items()
                 for topic in topics
             ]
             return LagReport(available=True, groups=groups)
@@ -70,7 +69,7 @@ class LagReporter:
             log.warning("could not read consumer lag: %s", exc)
             self._close_monitor()
             groups = [
-                GroupLag(group=group, topic=topic, lag=None) for group, topics in GROUPS.items() for topic in topics
+                GroupLag(group=group, topic=topic, lag=None) for group, topics in CONSUMER_GROUPS.items() for topic in topics
             ]
             return LagReport(available=False, error=f"{type(exc).__name__}: {exc}"[:500], groups=groups)
 

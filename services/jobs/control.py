@@ -20,14 +20,13 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from schemas.jobs import JOB_REQUESTS
-from schemas.messages import JobEvent
+from schemas.messages import TERMINAL_JOB_STATES, JobEvent
 from schemas.tables import Job, JobPublic
 from services.jobs.app import get_app, queue_for
 from services.jobs.lifecycle import (
     JOBS,
     PROGRESS,
     QUEUED,
-    TERMINAL_STATES,
     error_result,
     publish_job_event,
     store_engine,
@@ -82,7 +81,7 @@ def request_cancel(job_id: str, *, settings: Settings | None = None) -> bool:
     status = job_status(job_id, settings=settings)
     if status is None:
         raise LookupError(f"no job {job_id}")
-    if status.state in TERMINAL_STATES:
+    if status.state in TERMINAL_JOB_STATES:
         return False
     # ``cancelling`` goes out before the flag is set, so that it precedes the job's ``cancelled`` on the topic.
     event = JobEvent(job_id=job_id, kind=status.kind or "unknown", state="cancelling", progress=status.progress,
@@ -115,7 +114,7 @@ def job_status(job_id: str, *, settings: Settings | None = None) -> JobPublic | 
     with store_engine(os.getpid(), settings.store_url).connect() as connection:
         row = connection.execute(select(Job).where(Job.id == job_id)).mappings().first()
     job = JobPublic.model_validate(dict(row)) if row is not None else None
-    if job is not None and job.state in TERMINAL_STATES:
+    if job is not None and job.state in TERMINAL_JOB_STATES:
         return job  # the store has the job's last event, and Celery stored its end before that was published
     meta = get_app(settings).backend.get_task_meta(job_id)
     status = meta.get("status", states.PENDING)
@@ -126,7 +125,7 @@ def job_status(job_id: str, *, settings: Settings | None = None) -> JobPublic | 
         job = JobPublic(id=job_id, kind=meta.get("name") or "", **fields)
     else:
         job = job.model_copy(update=fields)
-    if job.cancel_requested and job.state not in TERMINAL_STATES:
+    if job.cancel_requested and job.state not in TERMINAL_JOB_STATES:
         job = job.model_copy(update={"state": "cancelling"})
     return job
 

@@ -36,7 +36,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from schemas.messages import TERMINAL_JOB_STATES, JobEvent
+from schemas.messages import JobEvent
 from schemas.tables import Job
 from services.bus import EventProducer
 from services.jobs.app import (
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 #: The Celery state a job is in between ``submit_job`` and a worker taking it (Celery's PENDING means "unknown").
 QUEUED = "QUEUED"
 PROGRESS = "PROGRESS"
-TERMINAL_STATES = TERMINAL_JOB_STATES
 PUBLISH_TIMEOUT_S = 30.0
 
 

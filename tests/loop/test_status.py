@@ -44,7 +44,7 @@ def test_the_kept_labels_right_show_live_and_a_round_below_the_bound_is_flagged(
         session.add(Sample(id="o", family="arithmetic", round=2, status="accepted", true_answer="1", label="2"))
         session.commit()
     assert "| kept right 0.950 |" in read_status(settings, engine).line()
-    assert kept_precision(settings, family="arithmetic", round_no=3) == (20, 19)
+    assert kept_precision(engine, family="arithmetic", round_no=3) == (20, 19)
     rounds = [{"round": 1, "target": 5, "adapter_id": "a1", "promoted": True, "accepted": 10, "mastered": 5,
                "scores": {"5": 0.99}, "kept_right": 0.99, "contradicted": 0.1, "precision_bound": 0.95},
               {"round": 2, "target": 6, "adapter_id": "a2", "promoted": False, "accepted": 10, "mastered": 5,

@@ -24,7 +24,7 @@ from kafka import KafkaConsumer, TopicPartition
 from schemas.messages import JobEvent
 from services.bus import create_topics, decode_message
 from services.jobs import close_publishers, request_cancel
-from services.jobs.lifecycle import TERMINAL_STATES
+from schemas.messages import TERMINAL_JOB_STATES
 from services.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -247,8 +247,8 @@ def _no_job_left_running(request):
         return
     settings, log = request.getfixturevalue("job_settings"), request.getfixturevalue("job_events")
     log.poll()
-    open_jobs = [job_id for job_id in log.events if not TERMINAL_STATES.intersection(log.states(job_id))]
+    open_jobs = [job_id for job_id in log.events if not TERMINAL_JOB_STATES.intersection(log.states(job_id))]
     for job_id in open_jobs:
         request_cancel(job_id, settings=settings)
     for job_id in open_jobs:
-        log.wait_for_any(job_id, TERMINAL_STATES, timeout=30)
+        log.wait_for_any(job_id, TERMINAL_JOB_STATES, timeout=30)
