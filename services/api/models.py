@@ -1,7 +1,8 @@
 """The API's request and response bodies (the tables' own ``*Public`` models where one fits as it is).
 
 Stored JSON columns (checks, evidence, scores) are read through tolerant models here: a row written by an older
-producer with a missing key still renders, instead of failing the response.
+producer with a missing key still renders, instead of failing the response. One module, because these models are
+the API's whole published schema (`/api/docs`), read together by whoever changes a route.
 """
 
 from __future__ import annotations
