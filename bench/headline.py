@@ -91,13 +91,14 @@ def check_figures(data_dir: Path) -> dict:
 
 def print_run(seed: int, run: dict) -> None:
     print(f"\nseed {seed}: {run['base']} -> {run['final']} digits")
-    print(f"{'round':>5} {'target':>6} {'kept':>6} {'right':>6} {'contra':>6} {'mastered':>8} {'minutes':>7}  decision")
+    print(f"{'round':>5} {'target':>6} {'init':>6} {'kept':>6} {'right':>6} {'contra':>6} {'mastered':>8} {'minutes':>7}  "
+          "decision")
     for r in run["rounds"]:
         if r["adapter_id"] is None:
             continue
         right = "-" if r.get("kept_right") is None else f"{r['kept_right']:.3f}"
         contra = "-" if r.get("contradicted") is None else f"{r['contradicted']:.3f}"
-        print(f"{r['round']:>5} {r['target']:>6} {r['accepted']:>6} {right:>6} {contra:>6} {r['mastered']:>8} "
+        print(f"{r['round']:>5} {r['target']:>6} {r.get('init') or '-':>6} {r['accepted']:>6} {right:>6} {contra:>6} {r['mastered']:>8} "
               f"{r['minutes']:>7.1f}  {'promoted' if r['promoted'] else 'rejected'}: {r['reason']}")
     f = run["checks"]
     wrong, right = f.get("wrong", 0), f.get("right", 0)

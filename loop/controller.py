@@ -29,8 +29,8 @@ from services.jobs import submit_job
 from services.settings import Settings
 from services.store.db import open_store
 from tasks import get_family
-from loop.policy import (LoopPolicy, contradicted_share, mastered, next_difficulty, promotion_gate, round_sampling,
-                         round_step)
+from loop.policy import (LoopPolicy, contradicted_share, mastered, next_difficulty, promotion_gate, round_lora,
+                         round_sampling, round_step)
 from loop.status import kept_precision
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class LoopState:
     consistent_in_round: int = 0  # verdicts whose answers agreed (format and self-consistency passed)
     contradicted_in_round: int = 0  # of those, the ones a relative's answer contradicted (a metamorphic check)
     stricter: bool = False  # the last round's contradiction share passed policy.max_contradicted: ask more answers
+    last_rejected: bool = False  # the gate rejected the last round's adapter: continue the promoted one (policy)
     requested_in_round: int = 0
     training_job: str | None = None
     evaluating: dict[str, dict] = field(default_factory=dict)  # adapter id -> its trained AdapterEvent
@@ -127,6 +128,9 @@ class Controller(EventConsumer[Verdict | AdapterEvent | EvalResult | JobEvent]):
     def sampling(self) -> Sampling:
         return round_sampling(self.policy, stricter=self.state.stricter)
 
+    def lora(self) -> dict:
+        return round_lora(self.policy, last_rejected=self.state.last_rejected, has_parent=self.state.promoted_path is not None)
+
     def on_idle(self) -> None:
         self.tick()
 
@@ -164,8 +168,10 @@ class Controller(EventConsumer[Verdict | AdapterEvent | EvalResult | JobEvent]):
             self.state.promoted_id, self.state.promoted_path = event.adapter_id, event.path
             self.state.promoted_scores = [s.model_dump() for s in scores]
         now_mastered = mastered(self.state.scores() or [], self.policy.mastery)
-        self.record_round(event.adapter_id, scores, decision.promote, decision.reason)
+        self.record_round(event.adapter_id, scores, decision.promote, decision.reason,
+                          init=(trained.get("config") or {}).get("init"))
         self.state.stricter = self.contradicted_share() > self.policy.max_contradicted
+        self.state.last_rejected = not decision.promote
         self.state.target = next_difficulty(self.state.target, now_mastered, self.policy)
         self.state.round += 1
         self.state.accepted_in_round = 0
@@ -227,11 +233,13 @@ class Controller(EventConsumer[Verdict | AdapterEvent | EvalResult | JobEvent]):
             state.requested_in_round = state.verified_in_round = 0
         if idle and step == "train" and time.time() >= state.retry_training_after:
             state.training_job = submit_job("train_adapter", {
-                "families": [policy.family], "lora": policy.lora, "max_staleness": policy.max_staleness,
+                "families": [policy.family], "lora": self.lora(), "max_staleness": policy.max_staleness,
                 "parent_id": state.promoted_id, "parent_path": state.promoted_path,
                 "family_options": {policy.family: policy.family_options}, "target": state.target,
             }, settings=self.settings)
-            log.info("round %d: %d accepted; training job %s", state.round, state.accepted_in_round, state.training_job)
+            log.info("round %d: %d accepted; training job %s (%s)", state.round, state.accepted_in_round,
+                     state.training_job, "continuing the promoted adapter" if self.lora().get("init") == "parent"
+                     else "a fresh adapter")
         if state.requested_in_round < policy.problems_per_round and self.lag.lag(GENERATOR_GROUP, GenerateRequest.topic) < policy.max_outstanding_requests:
             count = min(policy.request_size, policy.problems_per_round - state.requested_in_round)
             request = GenerateRequest(
@@ -251,7 +259,8 @@ class Controller(EventConsumer[Verdict | AdapterEvent | EvalResult | JobEvent]):
             "family_options": self.policy.family_options,
         }, settings=self.settings)
 
-    def record_round(self, adapter_id: str | None, scores: list[EvalScore], promoted: bool, reason: str) -> None:
+    def record_round(self, adapter_id: str | None, scores: list[EvalScore], promoted: bool, reason: str, *,
+                     init: str | None = None) -> None:
         row = {"round": self.state.round if adapter_id else 0, "target": self.state.target, "adapter_id": adapter_id,
                "promoted": promoted, "reason": reason, "accepted": self.state.accepted_in_round,
                "mastered": mastered(self.state.scores() or scores, self.policy.mastery),
@@ -263,7 +272,7 @@ class Controller(EventConsumer[Verdict | AdapterEvent | EvalResult | JobEvent]):
             consistent = self.state.consistent_in_round
             row |= {"kept_right": round(right / known, 4) if known else None,
                     "contradicted": round(self.contradicted_share(), 4) if consistent else None,
-                    "k": self.sampling().k, "precision_bound": self.policy.precision_bound}
+                    "k": self.sampling().k, "precision_bound": self.policy.precision_bound, "init": init}
         with self.rounds_path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
 

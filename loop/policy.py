@@ -65,6 +65,12 @@ class LoopPolicy(BaseModel):
         "label-free estimate of confident errors) makes the next round stricter: twice k, all of which must agree "
         "(docs/verification.md).",
     )
+    continue_after_rejection: bool = Field(
+        default=True,
+        description="After a round whose adapter the gate rejected, the next round continues the promoted adapter "
+        "(init='parent') instead of training a fresh one from the base: the fresh draw lost to the promoted adapter, "
+        "which already holds what the round built on (docs/verification.md).",
+    )
     lora: dict = Field(
         default_factory=lambda: dict(RECIPE_LORA),
         description="Overrides of the trainer's LoraTrainingConfig (default: the arithmetic recipe, docs/recipe.md).",
@@ -153,6 +159,16 @@ def contradicted_share(consistent: int, contradicted: int) -> float:
     """The label-free estimate of how often the model is confidently wrong in a round: of the candidates whose answers
     agreed, the share that a relative's answer contradicted (0 when none agreed)."""
     return contradicted / consistent if consistent else 0.0
+
+
+def round_lora(policy: LoopPolicy, *, last_rejected: bool, has_parent: bool) -> dict:
+    """A round's training overrides: the policy's ``lora``, except that after a rejected round (with
+    ``continue_after_rejection``) the adapter continues the promoted one rather than starting fresh from the base.
+    With no promoted adapter yet there is nothing to continue, and the trainer starts fresh."""
+    lora = dict(policy.lora)
+    if policy.continue_after_rejection and last_rejected and has_parent:
+        lora["init"] = "parent"
+    return lora
 
 
 def round_sampling(policy: LoopPolicy, *, stricter: bool) -> Sampling:

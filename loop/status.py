@@ -103,7 +103,7 @@ def read_rounds(settings: Settings) -> list[dict]:
 
 def rounds_table(rounds: list[dict]) -> str:
     lengths = sorted({int(d) for r in rounds for d in r["scores"]})
-    header = (f"{'round':>5} {'target':>6} {'adapter':<32} {'decision':<9} {'accepted':>8} {'right':>7} "
+    header = (f"{'round':>5} {'target':>6} {'adapter':<32} {'init':<6} {'decision':<9} {'accepted':>8} {'right':>7} "
               f"{'contra':>6} {'mastered':>8}  " + " ".join(f"{d:>5}" for d in lengths))
     lines = [header]
     for r in rounds:
@@ -113,10 +113,11 @@ def rounds_table(rounds: list[dict]) -> str:
         below = right is not None and right < r.get("precision_bound", 0.95)
         right_cell = "-" if right is None else f"{right:.3f}{'!' if below else ' '}"
         contra_cell = "-" if contra is None else f"{contra:.3f}"
-        lines.append(f"{r['round']:>5} {r['target']:>6} {(r['adapter_id'] or 'base'):<32} {decision:<9} {r['accepted']:>8} "
+        lines.append(f"{r['round']:>5} {r['target']:>6} {(r['adapter_id'] or 'base'):<32} {r.get('init') or '-':<6} {decision:<9} {r['accepted']:>8} "
                      f"{right_cell:>7} {contra_cell:>6} {r['mastered']:>8}  {cells}")
     lines.append("right: kept labels that are right (measurement only; ! below the policy's precision_bound); "
-                 "contra: agreeing answers a relative contradicted")
+                 "contra: agreeing answers a relative contradicted; init: the adapter started fresh from the base "
+                 "or continued the promoted one (parent)")
     return "\n".join(lines)
 
 

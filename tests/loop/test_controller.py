@@ -23,15 +23,18 @@ def verdict(i: int, *, consistent: bool, split: bool) -> Verdict:
     return Verdict(sample_id=f"s{i}", family="arithmetic", accepted=consistent and split, label="1", checks=checks)
 
 
-def run_round(controller: Controller, adapter_id: str, *, contradicted: int, agreeing: int = 100) -> dict:
+def run_round(controller: Controller, adapter_id: str, *, contradicted: int = 0, agreeing: int = 100,
+              accuracy: float = 1.0, init: str = "base") -> dict:
     for i in range(agreeing):
         controller.count_verdict(verdict(i, consistent=True, split=i >= contradicted))
     for i in range(50):  # answers that did not agree count as verified, not as agreeing
         controller.count_verdict(verdict(1000 + i, consistent=False, split=True))
-    trained = AdapterEvent(adapter_id=adapter_id, base_model="m", path=f"/a/{adapter_id}", status="trained")
+    trained = AdapterEvent(adapter_id=adapter_id, base_model="m", path=f"/a/{adapter_id}", status="trained",
+                           config={"init": init})
     controller.state.evaluating[adapter_id] = trained.model_dump(mode="json")
     controller.on_eval(EvalResult(adapter_id=adapter_id, suite="heldout", scores=[
-        EvalScore(family="arithmetic", difficulty=1, accuracy=1.0, n=10)]))
+        EvalScore(family="arithmetic", difficulty=1, accuracy=1.0, n=10),
+        EvalScore(family="arithmetic", difficulty=2, accuracy=accuracy, n=10)]))
     return json.loads(controller.rounds_path.read_text().splitlines()[-1])
 
 
@@ -49,5 +52,25 @@ def test_a_round_whose_relations_contradict_too_many_answers_doubles_k_for_the_n
         assert (row["contradicted"], row["k"]) == (0.1, 12)
         assert not controller.state.stricter and controller.sampling().k == 6
         assert controller.state.round == 3
+    finally:
+        controller.close()
+
+
+def test_a_rejected_round_makes_the_next_continue_the_promoted_adapter(settings):
+    create_topics(settings)
+    controller = Controller(settings, LoopPolicy(lora={"steps": 600}))
+    try:
+        controller.state.promoted_scores = [s.model_dump() for s in (
+            EvalScore(family="arithmetic", difficulty=1, accuracy=1.0, n=10),
+            EvalScore(family="arithmetic", difficulty=2, accuracy=0.5, n=10))]
+        controller.state.promoted_id, controller.state.promoted_path = "a0", "/a/a0"
+        assert controller.lora() == {"steps": 600}
+        row = run_round(controller, "a1", accuracy=0.5)  # no gain at the frontier: rejected
+        assert (row["promoted"], row["init"]) == (False, "base")
+        assert controller.state.last_rejected and controller.lora() == {"steps": 600, "init": "parent"}
+        row = run_round(controller, "a2", accuracy=0.7, init="parent")  # a gain: promoted
+        assert (row["promoted"], row["init"]) == (True, "parent")
+        assert controller.state.promoted_path == "/a/a2"
+        assert not controller.state.last_rejected and controller.lora() == {"steps": 600}
     finally:
         controller.close()

@@ -1,5 +1,5 @@
-from loop.policy import (LoopPolicy, contradicted_share, mastered, next_difficulty, promotion_gate, round_sampling,
-                         round_step)
+from loop.policy import (LoopPolicy, contradicted_share, mastered, next_difficulty, promotion_gate, round_lora,
+                         round_sampling, round_step)
 from schemas.messages import EvalScore
 
 
@@ -95,3 +95,13 @@ def test_a_round_whose_relatives_contradict_too_many_answers_makes_the_next_stri
     assert contradicted_share(200, 60) > policy.max_contradicted
     assert round_sampling(policy, stricter=True).k == 12
     assert round_sampling(LoopPolicy(k=40), stricter=True).k == 64  # the message's cap
+
+
+def test_after_a_rejected_round_the_next_continues_the_promoted_adapter():
+    policy = LoopPolicy(lora={"steps": 600})
+    assert round_lora(policy, last_rejected=False, has_parent=True) == {"steps": 600}  # a fresh adapter
+    assert round_lora(policy, last_rejected=True, has_parent=True) == {"steps": 600, "init": "parent"}
+    assert round_lora(policy, last_rejected=True, has_parent=False) == {"steps": 600}  # the base is promoted
+    assert policy.lora == {"steps": 600}  # the policy itself is left as it was
+    off = LoopPolicy(lora={"steps": 600}, continue_after_rejection=False)
+    assert round_lora(off, last_rejected=True, has_parent=True) == {"steps": 600}

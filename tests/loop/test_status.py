@@ -48,9 +48,11 @@ def test_the_kept_labels_right_show_live_and_a_round_below_the_bound_is_flagged(
     rounds = [{"round": 1, "target": 5, "adapter_id": "a1", "promoted": True, "accepted": 10, "mastered": 5,
                "scores": {"5": 0.99}, "kept_right": 0.99, "contradicted": 0.1, "precision_bound": 0.95},
               {"round": 2, "target": 6, "adapter_id": "a2", "promoted": False, "accepted": 10, "mastered": 5,
-               "scores": {"5": 0.98}, "kept_right": 0.8, "contradicted": 0.3, "precision_bound": 0.95}]
+               "scores": {"5": 0.98}, "kept_right": 0.8, "contradicted": 0.3, "precision_bound": 0.95,
+               "init": "parent"}]
     table = rounds_table(rounds).splitlines()
     assert "0.990 " in table[1] and "!" not in table[1] and "0.800!" in table[2] and "0.300" in table[2]
+    assert " - " in table[1] and " parent " in table[2]  # a row before init was recorded, and one that continued
     assert plot_rounds(rounds, tmp_path / "rounds.png").stat().st_size > 0
 
 
