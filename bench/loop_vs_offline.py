@@ -31,7 +31,7 @@ from tasks import get_family  # noqa: E402
 from loop.offline import OfflineConfig, run_offline  # noqa: E402
 from loop.policy import RECIPE_LORA, RECIPE_PROBLEMS, LoopPolicy  # noqa: E402
 from loop.status import controller_state, read_rounds  # noqa: E402
-from loop.supervisor import Supervisor  # noqa: E402
+from loop.supervisor import NEVER_RESTART, Supervisor  # noqa: E402
 from loop.up import YIELD_TO_JOBS, add_loop_services  # noqa: E402
 from services.bus import create_topics  # noqa: E402
 from services.kafka.launcher import KafkaBroker  # noqa: E402
@@ -121,7 +121,7 @@ def run_services(args, model_dir: Path, options: dict, lora: LoraTrainingConfig,
     supervisor = Supervisor(settings.data_dir / "logs", env={
         "LOOP_DATA_DIR": str(settings.data_dir), "LOOP_KAFKA_BOOTSTRAP": broker.bootstrap,
         "LOOP_MODEL_DIR": str(model_dir), "PYTHONPATH": str(REPO)})
-    add_loop_services(supervisor, policy, policy_file, max_restarts=0)  # what loopctl up runs, none restarted
+    add_loop_services(supervisor, policy, policy_file, limit=NEVER_RESTART)  # what loopctl up runs, none restarted
     supervisor.start()
     processes = {service.name: service.process for service in supervisor.services}
     sampler = MemorySampler({"kafka": broker.pid, **{name: p.pid for name, p in processes.items()}},

@@ -9,16 +9,20 @@ its state in the data directory, so running `loopctl up` again resumes the round
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from loop.policy import LoopPolicy
+from services.bus.lag import LagMonitor
 from loop.status import controller_state, plot_rounds, read_rounds, read_status, rounds_table
-from loop.supervisor import Supervisor
+from loop.supervisor import RestartLimit, Supervisor
 from services.settings import get_settings
 from tasks import FamilyError, get_family
 
@@ -31,10 +35,11 @@ log = logging.getLogger(__name__)
 YIELD_TO_JOBS = 10
 
 
-def add_loop_services(supervisor: Supervisor, policy: LoopPolicy, policy_file: Path, *, max_restarts: int = 5) -> None:
+def add_loop_services(supervisor: Supervisor, policy: LoopPolicy, policy_file: Path, *,
+                      limit: RestartLimit | None = None) -> None:
     """The loop's workers, in start order: the one list ``loopctl up`` and ``bench/loop_vs_offline.py`` run."""
     def add(name: str, module_args: list[str], nice: int = YIELD_TO_JOBS) -> None:
-        supervisor.add(name, module_args, max_restarts=max_restarts, nice=nice)
+        supervisor.add(name, module_args, limit=limit, nice=nice)
 
     add("store-writer", ["services.store"])
     add("jobs-worker", ["services.jobs", "worker", "--queues", "train,eval,default"], nice=0)
@@ -43,6 +48,44 @@ def add_loop_services(supervisor: Supervisor, policy: LoopPolicy, policy_file: P
     if get_family(policy.family, **policy.family_options).verifier == "retrieval":
         add("index-updater", ["workers.verifier.index_updater"])  # the FAISS memory of accepted samples
     add("controller", ["loop.controller", "--policy", str(policy_file)])
+
+
+class LiveStatus(threading.Thread):
+    """The live status line, read in the background every ``every_s``: reading lags asks the broker, and a broker that
+    is down (or restarting) must slow the line, never the loop that supervises the services and the broker itself."""
+
+    def __init__(self, read: Callable[[LagMonitor], str], connect: Callable[[], LagMonitor], every_s: float = 10.0) -> None:
+        super().__init__(name="live-status", daemon=True)
+        self.read, self.connect, self.every_s = read, connect, every_s
+        self._line, self._at = "starting", time.monotonic()
+        self._closing = threading.Event()
+        self._monitor: LagMonitor | None = None
+
+    def run(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self._monitor = self._monitor or self.connect()
+                self._line, self._at = self.read(self._monitor), time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - the broker is away: say so and ask again later
+                self._line = f"status unavailable: {type(exc).__name__}: {exc}"
+                self._at = time.monotonic()
+                self._forget()
+            self._closing.wait(self.every_s)
+        self._forget()
+
+    def line(self) -> str:
+        """The latest line, with its age when a read is overdue (a read waiting on the broker)."""
+        age = time.monotonic() - self._at
+        return self._line if age < 2 * self.every_s else f"{self._line} (as of {age:.0f} s ago)"
+
+    def close(self) -> None:
+        self._closing.set()
+
+    def _forget(self) -> None:
+        if self._monitor is not None:
+            with contextlib.suppress(Exception):
+                self._monitor.close()
+        self._monitor = None
 
 
 def load_policy(policy_path: str | None, target: int | None) -> LoopPolicy:
@@ -55,7 +98,6 @@ def load_policy(policy_path: str | None, target: int | None) -> LoopPolicy:
 def run_up(*, minutes: float | None, rounds: int | None, target: int | None, policy_path: str | None,
            api_port: int = 8000) -> int:
     from services.bus import create_topics
-    from services.bus.lag import LagMonitor
     from services.kafka.launcher import KafkaBroker
     from services.store.db import open_store
     from workers.model.resolve import base_model_dir
@@ -90,8 +132,11 @@ def run_up(*, minutes: float | None, rounds: int | None, target: int | None, pol
     broker.start()
     print(f"loopctl: Kafka answering at {broker.bootstrap}")
     supervisor = Supervisor(settings.data_dir / "logs")
+    # The broker is supervised like every service: restarted where it stopped (its port and log directory are kept).
+    supervisor.adopt("kafka", broker.process, broker.command(), log_path=broker.output_path, cwd=broker.data_dir,
+                     on_start=lambda process: broker.pid_path.write_text(f"{process.pid}\n"))
     engine = open_store(settings)
-    monitor = None
+    live = None
     started = time.monotonic()
     first_round = controller_state(settings).get("round", 1)
     try:
@@ -102,27 +147,30 @@ def run_up(*, minutes: float | None, rounds: int | None, target: int | None, pol
             print(f"loopctl: dashboard and API at http://127.0.0.1:{api_port}/")
         supervisor.start()
         print(f"loopctl: services started; logs in {supervisor.log_dir}; Ctrl-C stops everything")
-        monitor = LagMonitor(settings)
+        live = LiveStatus(lambda monitor: read_status(settings, engine, monitor).line(), lambda: LagMonitor(settings))
+        live.start()
         deadline = started + minutes * 60 if minutes else None
-        last_line = 0.0
+        last_line, reported = 0.0, []
         while not stopping and (deadline is None or time.monotonic() < deadline):
-            failed = supervisor.check()
-            if failed:
-                print(f"loopctl: {', '.join(failed)} kept failing; see {supervisor.log_dir}", file=sys.stderr)
-                return 1
+            held = supervisor.check()
+            if held and held != reported:
+                print(f"loopctl: {', '.join(held)} kept crashing, held back before the next try; see "
+                      f"{supervisor.log_dir}", file=sys.stderr)
+            reported = held
             if rounds is not None and controller_state(settings).get("round", 1) - first_round >= rounds:
                 print(f"loopctl: {rounds} rounds done")
                 break
             if time.monotonic() - last_line >= 10:
                 last_line = time.monotonic()
                 elapsed = (time.monotonic() - started) / 60
-                print(f"[{elapsed:5.1f} min] {read_status(settings, engine, monitor).line()}", flush=True)
+                suffix = f" | held back: {', '.join(held)}" if held else ""
+                print(f"[{elapsed:5.1f} min] {live.line()}{suffix}", flush=True)
             time.sleep(1.0)
         return 0
     finally:
         print("loopctl: stopping")
-        if monitor is not None:
-            monitor.close()
+        if live is not None:
+            live.close()
         supervisor.stop()
         broker.stop()
         history = read_rounds(settings)

@@ -260,9 +260,19 @@ class KafkaBroker:
             raise KafkaStartError(f"formatting {self.log_dir} failed:\n{_tail(done.stdout + done.stderr)}")
         log.info("formatted %s for cluster %s", self.log_dir, cluster_id)
 
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """The broker's process, when this object started it."""
+        return self._process
+
+    def command(self) -> list[str]:
+        """The command that runs this broker on its formatted log directory, as ``start`` launched it (for a
+        supervisor that restarts it; run it in ``data_dir``)."""
+        return with_niceness(self._java_command(resolve_classpath(self.lib_dir), "kafka.Kafka",
+                                                str(self.properties_path)), self.nice)
+
     def _launch(self, classpath: str, detach: bool) -> None:
-        command = self._java_command(classpath, "kafka.Kafka", str(self.properties_path))
-        command = with_niceness(command, self.nice)
+        command = with_niceness(self._java_command(classpath, "kafka.Kafka", str(self.properties_path)), self.nice)
         with open(self.output_path, "wb") as output:
             self._process = subprocess.Popen(
                 command,
