@@ -19,6 +19,7 @@ normalized. Queries are fresh draws from the same distribution. The FAISS side i
 for that many items (``build_faiss_index``: exact below ``exact_max``, else IVF with nprobe tuned at build time
 to recall@10 0.95 on the items themselves); the exact top 10 of the baseline is the reference for recall.
 Where faiss sees a GPU, the GPU copy of the same index is measured too (the code falls back to the CPU).
+One script, because its modes share the synthetic vectors and the index builder, and a benchmark is run whole.
 """
 
 from __future__ import annotations

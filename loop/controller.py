@@ -7,6 +7,8 @@ It consumes ``loop.verdicts`` (accepted samples), ``loop.adapters`` (trained ada
 GenerateRequests, Celery jobs and adapter decisions (promoted or rejected). Its state is a small
 JSON file in the data directory, written after every change, so a restarted controller resumes
 the round where it stopped; every decision is also an event, so the log says why.
+One module, because the round's bookkeeping and the decisions taken on it share that one state, saved as a
+whole before each batch's offsets are committed (the policy's pure functions live in ``loop/policy.py``).
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ sets ``Job.cancel_requested`` in the SQL store; the job reads that flag when it 
 still queued ends ``cancelled`` without running) and at ``ctx.progress``/``ctx.check_cancelled`` (a running job
 raises ``JobCancelled`` there and ends ``cancelled``). A job that does not call them runs to its end or its
 time limit.
+
+One module, because the context a job reports through, the task class that runs it and the decorator that binds
+them are one protocol: the end state the task publishes is decided by what the context saw (a cancel, a failure).
 """
 
 from __future__ import annotations

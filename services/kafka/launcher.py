@@ -9,6 +9,9 @@ everything the broker writes (its data, its logs, its pid file) stays in the bro
     data_dir/logs/server.log     the broker's own log, rolled at 10 MB, 3 files kept
     data_dir/kafka.out           the JVM's stdout and stderr
     data_dir/kafka.pid           the running broker's pid, so that another command can stop it
+
+One module, because its parts (the classpath, the ports, the configuration, the JVM's start and stop) are one
+broker's life: each decision (a port reused across restarts, a stranger on the port) depends on the others.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ stored (``Rule``). The same rules fold the events of one batch that hit the same
 to touch a row twice in one statement), so applying a batch at once or event by event gives the same row, and so
 does applying it twice. Two event types that share a row own disjoint columns: a Candidate and its Verdict come
 from different topics, in either order, and leave the same Sample.
+
+One module, because the rules of every event type must be read together: two types that share a row own
+disjoint columns, which only a reader of all of them can check.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 Each returns its check result *and* the evidence it looked at (``check_with_evidence``); the chain puts the
 evidence in the verdict, so the store keeps which items were retrieved, their scores, and (in the reasons) why
 the verdict went the way it did. The thresholds are ``RetrievalSettings`` fields, measured in docs/retrieval.md.
+One module, because the three checks share one memory, one way of reporting evidence and one set of thresholds.
 
     memory = Memory.open()
     chain = retrieval_chain(get_family("grounded"), memory)    # format, self_consistency, novelty,

@@ -17,6 +17,9 @@ a partial file, and a crash leaves the previous snapshot and the SQLite truth in
 Ids are the callers' strings (sample ids, passage ids); FAISS sees a 63-bit key derived from the id's SHA-256,
 the same in every process and across rebuilds.
 
+One module, because the SQLite truth, the snapshots and the view are one consistency protocol: a change to how
+snapshots are named or refreshed is a change to all three.
+
 Exact search (``IndexFlatIP``) while an index holds fewer than ``exact_max`` items; past that an IVF index
 (``IndexIVFFlat``, spherical k-means), trained on the items, with ``nprobe`` tuned at build time to reach
 ``target_recall`` at 10 against exact search on a sample of the items. The switch size and the targets are
