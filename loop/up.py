@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import secrets
 import signal
 import sys
 import threading
@@ -88,6 +89,18 @@ class LiveStatus(threading.Thread):
         self._monitor = None
 
 
+def embedded_token(loop_dir: Path) -> str:
+    """The API token of the embedded default when the environment sets none: generated once, kept (owner-only) in the
+    data directory, so a restarted loop keeps the token a browser already holds."""
+    path = loop_dir / "api-token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
+
+
 def load_policy(policy_path: str | None, target: int | None) -> LoopPolicy:
     policy = LoopPolicy.model_validate_json(Path(policy_path).read_text()) if policy_path else LoopPolicy()
     if target is not None:
@@ -131,7 +144,8 @@ def run_up(*, minutes: float | None, rounds: int | None, target: int | None, pol
     broker = KafkaBroker(settings.data_dir / "kafka", port=port, nice=YIELD_TO_JOBS)
     broker.start()
     print(f"loopctl: Kafka answering at {broker.bootstrap}")
-    supervisor = Supervisor(settings.data_dir / "logs")
+    token = settings.api_token or embedded_token(loop_dir)
+    supervisor = Supervisor(settings.data_dir / "logs", env={"LOOP_API_TOKEN": token})
     # The broker is supervised like every service: restarted where it stopped (its port and log directory are kept).
     supervisor.adopt("kafka", broker.process, broker.command(), log_path=broker.output_path, cwd=broker.data_dir,
                      on_start=lambda process: broker.pid_path.write_text(f"{process.pid}\n"))
@@ -144,7 +158,7 @@ def run_up(*, minutes: float | None, rounds: int | None, target: int | None, pol
         add_loop_services(supervisor, policy, policy_file)
         if api_port and importlib.util.find_spec("services.api.__main__") is not None:
             supervisor.add("api", ["services.api", "--port", str(api_port)], nice=YIELD_TO_JOBS)
-            print(f"loopctl: dashboard and API at http://127.0.0.1:{api_port}/")
+            print(f"loopctl: dashboard and API at http://127.0.0.1:{api_port}/#token={token}")
         supervisor.start()
         print(f"loopctl: services started; logs in {supervisor.log_dir}; Ctrl-C stops everything")
         live = LiveStatus(lambda monitor: read_status(settings, engine, monitor).line(), lambda: LagMonitor(settings))

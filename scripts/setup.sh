@@ -22,8 +22,15 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-# pip's cache (~/.cache/pip) spares the multi-gigabyte torch download on later runs.
-.venv/bin/python -m pip install -q -e '.[test]'
+# Installed once per pyproject.toml: a later run with the same one skips pip. pip's cache (~/.cache/pip) spares the
+# multi-gigabyte torch download when it does change. setuptools warns on every editable install that a folder named
+# like a package shadows it, which is how this project is laid out on purpose: that one warning is silenced.
+stamp=.venv/.installed-pyproject
+if ! cmp -s pyproject.toml "$stamp"; then
+    echo "setup: installing the Python dependencies into .venv (torch is large: minutes on first run)"
+    .venv/bin/python -m pip install -q --upgrade pip
+    PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e '.[test]'
+    cp pyproject.toml "$stamp"
+fi
 .venv/bin/python -m services.kafka fetch
 echo "setup: done"

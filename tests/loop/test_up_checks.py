@@ -42,3 +42,15 @@ def test_a_checker_that_cannot_load_stops_up_and_tasks_lists_the_families(tmp_pa
     listed = loopctl("tasks", data_dir=tmp_path)
     assert listed.returncode == 0
     assert "arithmetic  builtin (tasks.arithmetic)" in listed.stdout and "jsonl       builtin (tasks.data)" in listed.stdout
+
+
+def test_the_embedded_default_generates_its_api_token_once_and_keeps_it_private(tmp_path):
+    from loop.up import embedded_token
+    from services.settings import Settings
+
+    token = embedded_token(tmp_path)
+    assert (tmp_path / "api-token").stat().st_mode & 0o777 == 0o600
+    assert embedded_token(tmp_path) == token  # a restarted loop keeps the token a browser holds
+    assert Settings(api_token=token).api_token == token  # long enough for the API to accept it
+    (tmp_path / "other").mkdir()
+    assert embedded_token(tmp_path / "other") != token  # another loop, another token

@@ -167,11 +167,11 @@ def test_dashboard_end_to_end(seeded_job_stack, api_server, browser_page, auth):
     expect(page.locator("#diff-difficulty tbody tr")).to_have_count(3)
     shot(page, "04-snapshot-diff")
 
-    # The token, once, in the page header; then promote an adapter.
-    page.get_by_role("link", name="Adapters").click()
-    page.fill("#token", token)
-    page.locator("#token").dispatch_event("change")
+    # The token, once, from the address `loopctl up` prints (after '#'), which then leaves the address bar; then
+    # promote an adapter.
+    page.goto(api_server + f"/adapters#token={token}")
     expect(page.locator("#token-state")).to_have_text("✓ set")
+    assert "token" not in page.url and page.locator("#token").input_value() == token
     page.locator("button[data-action=promote][data-adapter=a3]").click()
     expect(page.locator("#flash")).to_contain_text("Promoted a3 (was a2)")
     assert dialogs and "Promote a3?" in dialogs[-1]

@@ -31,7 +31,17 @@ async function api(method, url, body) {
   return data;
 }
 
+function tokenFromAddress() {
+  // `loopctl up` prints the dashboard's address with its token after '#', which the browser never sends to the
+  // server: keep the token in this browser, then take it out of the address bar and the history.
+  const match = location.hash.match(/^#token=([^&]+)$/);
+  if (!match) return;
+  localStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
 function setupToken() {
+  tokenFromAddress();
   const input = document.getElementById("token");
   const state = document.getElementById("token-state");
   const show = () => { state.textContent = token() ? "✓ set" : "not set"; };
