@@ -6,7 +6,7 @@ corpus says, and to say "I do not know" where it says nothing?
     python bench/grounded.py --rounds 6 --problems 300 --k 6 --temperature 1.0 --steps 600 --missing-share 0
 
 The base model has read the whole corpus and was taught the QA format on the first tier only
-(``workers.model.grounded_base``). Each round asks questions about every tier (training phrasings, held-out
+(``bench/grounded_base.py``). Each round asks questions about every tier (training phrasings, held-out
 facts excluded), samples k closed-book answers per question (half to the question as written, half with the
 answer begun by its subject: ``GroundedQA.renderings``), and runs the retrieval chain (evidence, format,
 self-consistency, novelty, decontamination: ``workers.verifier.retrieval_checks``; the evidence check picks,
@@ -22,7 +22,7 @@ sure (``SURE_MODES``): below a probability calibrated on training questions (``-
 answers checked against its own recitation (``workers.evaluator.recitation_checked``): prompted with the subject's
 name, the model recites what it read about the person, closed-book, and an answer stands only where the
 recitation states it; otherwise it becomes "I do not know" (``--no-check``: not measured). Prints a table per
-round (with the held-out phrasing the model's own answers get least right: ``GroundedQA.phrasing_rates``), writes
+round (with the held-out phrasing the model's own answers get least right: ``grounded_rates.phrasing_rates``), writes
 a plot, and ends with one line:
     grounded: answerable <A0> -> <A1>, hallucination on unanswerable <H0> -> <H1>
 (answerable: held-out accuracy on answerable questions, all tiers; hallucination: share of unanswerable
@@ -44,12 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from bench.grounded_base import GroundedConfig, ensure_grounded  # noqa: E402
+from bench.grounded_rates import phrasing_rates, pooled_rates  # noqa: E402
 from tasks.grounded import UNKNOWN, GroundedQA  # noqa: E402
 from schemas.messages import Candidate  # noqa: E402
 from services.settings import get_settings  # noqa: E402
 from workers.evaluator import abstention_threshold, recitation_checked, scored_answers  # noqa: E402
 from workers.generator import GenerationEngine, SamplingSpec  # noqa: E402
-from workers.model.grounded_base import GroundedConfig, ensure_grounded, pooled_rates  # noqa: E402
 from workers.trainer import LoraTrainingConfig, train_lora  # noqa: E402
 from workers.verifier.embeddings import get_embedder  # noqa: E402
 from workers.verifier.memory import Memory, RetrievalSettings, index_name  # noqa: E402
@@ -81,9 +82,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="share of those that ask about an attribute a known person lacks; the rest ask about "
                              "strangers (GroundedQA; taught to abstain on missing attributes, the model also abstains "
                              "on facts it knows but was never asked about: docs/retrieval.md)")
-    parser.add_argument("--recite", action="store_true",
-                        help="answers about a person of the world recite the person's passage, then conclude "
-                             "(GroundedQA(recite=True))")
     parser.add_argument("--steps", type=int, default=600, help="LoRA steps per round")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -159,8 +157,8 @@ def measure(engine, family: GroundedQA, calibration: list, max_hallucination: fl
     suites = {str(tier): family.eval_suite(tier) for tier in family.difficulties}
     own = {tier: scored_answers(engine, family, suite) for tier, suite in suites.items()}
     measured = {"rates": pooled_rates(family, suites, {t: [a for a, _ in s] for t, s in own.items()}),
-                "phrasings": family.phrasing_rates([p for suite in suites.values() for p in suite],
-                                                   [a for s in own.values() for a, _ in s])}
+                "phrasings": phrasing_rates(family, [p for suite in suites.values() for p in suite],
+                                            [a for s in own.values() for a, _ in s])}
     if check:
         measured["checked_rates"] = pooled_rates(family, suites, {
             t: recitation_checked(engine, family, suites[t], [a for a, _ in s]) for t, s in own.items()})
@@ -242,7 +240,7 @@ def main(argv: list[str] | None = None) -> str:
         torch.set_num_threads(args.threads)
     settings = get_settings()
     family = GroundedQA(guesses=not args.no_guesses, unanswerable_share=args.unanswerable_share,
-                        missing_share=args.missing_share, recite=args.recite)
+                        missing_share=args.missing_share)
     model_dir = args.model or ensure_grounded(settings.data_dir / "models" / "grounded", GroundedConfig())
     calibration = calibration_questions(args.calibration, args.seed)
     if args.remeasure:

@@ -26,8 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.grounded_base import READING_FORMS  # noqa: E402
+from bench.grounded_rates import phrasing_of, phrasing_rates  # noqa: E402
 from tasks.grounded import UNKNOWN, GroundedQA, statement  # noqa: E402
-from workers.model.grounded_base import READING_FORMS  # noqa: E402
 from workers.generator import GenerationEngine, SamplingSpec  # noqa: E402
 
 
@@ -60,8 +61,8 @@ def by_phrasing(engine, family: GroundedQA) -> dict[str, tuple[float, float, int
     problems = [p for tier in family.difficulties for p in family.eval_suite(tier) if p.data["answerable"]]
     spec = SamplingSpec(k=1, max_new_tokens=48)
     outputs = [o[0] for o in engine.generate([family.prompt(p) for p in problems], spec)]
-    rates = family.phrasing_rates(problems, [family.read_answer(p, o) for p, o in zip(problems, outputs, strict=True)])
-    other = Counter(family.phrasing_of(problem) for problem, output in zip(problems, outputs, strict=True)
+    rates = phrasing_rates(family, problems, [family.read_answer(p, o) for p, o in zip(problems, outputs, strict=True)])
+    other = Counter(phrasing_of(problem) for problem, output in zip(problems, outputs, strict=True)
                     if (said := statement(output.strip().split(".")[0])) and said[1] != problem.data["relation"])
     return {phrasing: (rate["accuracy"], other[phrasing] / rate["n"], int(rate["n"]))
             for phrasing, rate in sorted(rates.items())}

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 import psutil  # noqa: E402
 
 from tasks import get_family  # noqa: E402
-from loop.offline import OfflineConfig, run_offline  # noqa: E402
+from bench.offline import OfflineConfig, run_offline  # noqa: E402
 from loop.policy import RECIPE_LORA, RECIPE_PROBLEMS, LoopPolicy  # noqa: E402
 from loop.status import controller_state, read_rounds  # noqa: E402
 from loop.supervisor import NEVER_RESTART, Supervisor  # noqa: E402

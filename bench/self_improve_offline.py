@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shlex
 import sys
 import time
@@ -25,13 +26,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from tasks import get_family  # noqa: E402
-from loop.offline import OfflineConfig, RoundReport, run_offline  # noqa: E402
+from bench.offline import OfflineConfig, RoundReport, run_offline  # noqa: E402
 from loop.policy import RECIPE_LORA, RECIPE_PROBLEMS  # noqa: E402
 from services.settings import get_settings  # noqa: E402
+from tasks.arithmetic import Arithmetic  # noqa: E402
+from tasks.base import Example, Problem  # noqa: E402
 from workers.generator import SamplingSpec  # noqa: E402
 from workers.model.builtin import labelled_options  # noqa: E402
 from workers.model.resolve import ensure_builtin  # noqa: E402
 from workers.trainer import LoraTrainingConfig  # noqa: E402
+
+
+class ZeroFilledReplay(Arithmetic):
+    """The ablation's family: the replayed easy data is written with the same 0..zero_fill trailing zeros as
+    self-labelled examples (the loop replays it without), so that what the writing teaches is credited to the
+    writing, not to the loop. ``for_target`` copies it, so every round replays this way."""
+
+    def replayed_example(self, problem: Problem, rng: random.Random) -> Example:
+        return self.training_example(problem, self.true_answer(problem), rng)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -97,10 +109,10 @@ def main(argv: list[str] | None = None) -> str:
         torch.set_num_threads(args.threads)
     settings = get_settings()
     model_dir = args.model or ensure_builtin(settings.data_dir / "models" / "builtin")
-    options = labelled_options(model_dir) | {"replay_zero_fill": args.ablation}
+    options = labelled_options(model_dir)
     if args.zero_fill is not None:
         options["zero_fill"] = args.zero_fill
-    family = get_family("arithmetic", **options)
+    family = ZeroFilledReplay(**options) if args.ablation else get_family("arithmetic", **options)
     easy = family.easy_digits
     mode = "ablation" if args.ablation else ("oracle" if args.oracle else "label-free")
     out = args.out or settings.data_dir / "bench" / f"offline-{mode}-{args.init}-{int(time.time())}"
@@ -113,7 +125,7 @@ def main(argv: list[str] | None = None) -> str:
                                 replay_share=args.replay_share, init=args.init, batch_size=RECIPE_LORA["batch_size"]),
     )
     print(f"model {model_dir}, easy range 1-{easy} digits, mode {mode}, init {args.init}, "
-          f"trailing zeros 0-{family.zero_fill}{' (replay too)' if family.replay_zero_fill else ''}, output {out}")
+          f"trailing zeros 0-{family.zero_fill}{' (replay too)' if args.ablation else ''}, output {out}")
     print(f"{'round':>5} {'difficulty':>10} {'problems':>8} {'kept':>6} {'label_acc':>9} {'mastered':>8} {'promoted':>8}  held-out accuracy per length  [minutes]")
     started = time.monotonic()
     reports = run_offline(base_model=model_dir, family=family, config=config, out_dir=out,

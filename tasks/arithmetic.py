@@ -21,7 +21,7 @@ class Arithmetic(TaskFamily):
     def __init__(
         self, *, eval_seed: int = 20_250_101, eval_size: int = 200, easy_digits: int = 4, max_extra_width: int = 2,
         hint_shift: int = 1, scarce_digits: int = 0, scarce_count: int = 0, scarce_share: float = 0.0,
-        scarce_seed: int = 7, zero_fill: int = 2, replay_zero_fill: bool = False, even_replay: bool = False,
+        scarce_seed: int = 7, zero_fill: int = 2, even_replay: bool = False,
     ) -> None:
         """``easy_digits``: the labelled range the base model was trained on (replayed every round);
         ``max_extra_width`` and ``hint_shift``: the training augmentation of the recipe (docs/recipe.md), which
@@ -29,8 +29,6 @@ class Arithmetic(TaskFamily):
         ``scarce_*``: the few labelled problems of longer lengths the base also had (``scarce_problems``);
         ``zero_fill``: self-labelled examples are written with 0..zero_fill trailing zeros on both operands and
         the sum, so the model's own label of a t-digit sum also teaches it t+1 and t+2 digits (docs/recipe.md);
-        ``replay_zero_fill``: the replayed labelled data is written so too (off in the loop, where longer numbers
-        come only from the model's own answers; the ablation turns it on, to credit the writing, not the loop);
         ``even_replay``: replay every easy length equally often, as a round does (``for_target``), where the
         bootstrap weights longer lengths up.
         The defaults describe the default builtin model (``workers.model.builtin.BuiltinConfig``)."""
@@ -44,7 +42,6 @@ class Arithmetic(TaskFamily):
         self.scarce_share = scarce_share
         self.scarce_seed = scarce_seed
         self.zero_fill = zero_fill
-        self.replay_zero_fill = replay_zero_fill
         self.even_replay = even_replay
 
     @staticmethod
@@ -143,6 +140,11 @@ class Arithmetic(TaskFamily):
         """A self-labelled sample as it is trained on: the recipe's augmentation plus the trailing zeros."""
         return self._written(problem, answer, rng, self.zero_fill)
 
+    def replayed_example(self, problem: Problem, rng: random.Random) -> Example:
+        """A labelled problem as it is replayed: the recipe's augmentation, no trailing zeros, so that longer
+        numbers reach the model only through its own answers (docs/recipe.md)."""
+        return self._written(problem, self.true_answer(problem), rng, 0)
+
     def _written(self, problem: Problem, answer: str, rng: random.Random, zeros: int) -> Example:
         example = fmt.training_example(problem.data["a"], problem.data["b"], rng, total=int(answer),
                                        max_extra_width=self.max_extra_width, hint_shift=self.hint_shift,
@@ -164,8 +166,7 @@ class Arithmetic(TaskFamily):
                 problem = self.problem(*fmt.random_problem(rng.choices(lengths, weights=weights)[0], rng))
                 if problem.sample_id in self._eval_ids(problem.difficulty):
                     continue
-            examples.append(self._written(problem, self.true_answer(problem), rng,
-                                          self.zero_fill if self.replay_zero_fill else 0))
+            examples.append(self.replayed_example(problem, rng))
         return examples
 
     @functools.cache

@@ -21,7 +21,8 @@ Difficulty is a tier of the world: the people are split into ``tiers`` groups, a
 
 The held-out suite of a tier asks about facts that training never asks about (a fixed share of each tier's
 facts, and a fixed set of strangers), in phrasings training never uses; it has answerable and unanswerable
-questions, and ``answer_rates`` splits a score into answerable accuracy and hallucination on unanswerable.
+questions (``data["answerable"]``): a score splits into answerable accuracy and hallucination on unanswerable
+ones.
 
 Prompts and answers use only letters, digits, spaces and ``.``: ``Q: where does Kavo live. A:`` then
 `` Kavo lives in Tesa.``: the answer states the fact as the corpus does, so answering is recalling a sentence the
@@ -33,7 +34,6 @@ from __future__ import annotations
 import functools
 import random
 import re
-from collections.abc import Sequence
 
 from tasks.base import Example, GroundedFamily, Problem
 from tasks.grounded_questions import (
@@ -47,8 +47,6 @@ from tasks.registry import register_family
 from tasks.world import RELATIONS, NameSpacing, Passage, World, build_world, sentence
 
 UNKNOWN = "I do not know"
-RECITED_CONCLUSION = "So"  # begins the conclusion of a recited answer (``GroundedQA(recite=True)``)
-_CONCLUSION = re.compile(rf"(?:^|\.)\s*{RECITED_CONCLUSION}\s+([^.]*)")
 _UNKNOWN_FORMS = {"i do not know", "i don't know", "i dont know", "idk", "unknown", "i do not know that"}
 
 
@@ -70,7 +68,6 @@ class GroundedQA(GroundedFamily):
         name_distance: int = 3,
         fresh_strangers: bool = True,
         guesses: bool = True,
-        recite: bool = False,
     ) -> None:
         """``missing_share``: the share of training's unanswerable questions that ask about an attribute a known
         person lacks (the rest ask about strangers); ``eval_share``: the share of each tier's facts held out for
@@ -80,9 +77,7 @@ class GroundedQA(GroundedFamily):
         ``fresh_strangers``: training asks about a new name for every question about a stranger (drawn like the
         world's names, as far from every one of them), instead of the world's training strangers, so that what
         is learnt is "a name I never read" rather than a list of names;
-        ``guesses``: ask every question a second way, with the answer begun by its subject (``renderings``);
-        ``recite``: an answer about a person of the world first recites the person's passage, then concludes
-        (``write_answer``), so that whether the passage states the attribute is read in context."""
+        ``guesses``: ask every question a second way, with the answer begun by its subject (``renderings``)."""
         if not 1 <= easy_tiers <= tiers or tiers > entities:
             raise ValueError("need 1 <= easy_tiers <= tiers <= entities")
         if not 0.0 <= unanswerable_share < 1.0 or not 0.0 < eval_share < 1.0 or not 0.0 <= missing_share <= 1.0:
@@ -97,7 +92,6 @@ class GroundedQA(GroundedFamily):
         self.name_distance = name_distance
         self.fresh_strangers = fresh_strangers
         self.guesses = guesses
-        self.recite = recite
         self.world: World = build_world(seed=seed, entities=entities, strangers=entities, name_distance=name_distance)
 
     # -- the corpus ---------------------------------------------------------------------------------------------
@@ -268,10 +262,8 @@ class GroundedQA(GroundedFamily):
         return Problem("grounded", difficulty, canonical, dict(data) if data else _written(canonical))
 
     def answer_budget(self, problem: Problem) -> int:
-        """Room for the longest statement: the subject, the longest relation sentence and value, and a margin;
-        reciting, also room for the longest passage of the corpus (the model does not know whose it recites)."""
-        budget = len(problem.data.get("entity") or "") + _LONGEST_STATEMENT + 6
-        return budget + self._longest_passage + len(RECITED_CONCLUSION) + 1 if self.recite else budget
+        """Room for the longest statement: the subject, the longest relation sentence and value, and a margin."""
+        return len(problem.data.get("entity") or "") + _LONGEST_STATEMENT + 6
 
     @functools.cached_property
     def _longest_passage(self) -> int:
@@ -318,12 +310,7 @@ class GroundedQA(GroundedFamily):
         """The value an answer states. Answers are written as the corpus writes facts (``Kavo lives in Tesa.``);
         a statement about another person or another relation answers nothing (None); a statement without its
         subject (``lives in Tesa.``: the rest of an answer begun for the model, see ``renderings``) is about the
-        question's subject; a bare value (``Tesa.``, as a real LLM may answer) is read as it is. A recited answer
-        (``Kavo lives in Tesa. Kavo is 34 years old. So Kavo lives in Tesa.``) is read from its conclusion, the
-        last sentence begun with ``So``."""
-        conclusions = _CONCLUSION.findall(completion)
-        if conclusions:
-            completion = conclusions[-1]
+        question's subject; a bare value (``Tesa.``, as a real LLM may answer) is read as it is."""
         answer = " ".join(completion.strip().split(".", 1)[0].split())
         if not answer:
             return None
@@ -341,22 +328,11 @@ class GroundedQA(GroundedFamily):
         return value
 
     def write_answer(self, problem: Problem, answer: str) -> str:
-        """The fact stated in the corpus's own words (the model recites what it read), or the abstention.
-
-        With ``recite``, an answer about a person of the world first recites the person's passage (the evidence
-        the check retrieves for the question) and then concludes: ``Kavo lives in Tesa. ... So Kavo lives in
-        Tesa.``, or ``... So I do not know.`` where the passage does not state the attribute. Whether it does is
-        then read from the recited text, the same way for every person, instead of recalled per fact. A stranger
-        has no passage: the answer is the abstention alone."""
+        """The fact stated in the corpus's own words (the model recites what it read), or the abstention."""
         entity, relation = problem.data.get("entity"), problem.data.get("relation")
         if answer == UNKNOWN or not entity or relation not in RELATIONS:
-            conclusion = f"{answer}."
-        else:
-            conclusion = sentence(entity, relation, answer)
-        passage = self.world.passage_of.get(entity) if self.recite and relation in RELATIONS else None
-        if passage is None:
-            return " " + conclusion
-        return f" {passage.text} {RECITED_CONCLUSION} {conclusion}"
+            return f" {answer}."
+        return " " + sentence(entity, relation, answer)
 
     def true_answer(self, problem: Problem) -> str | None:
         return problem.data.get("answer")
@@ -389,41 +365,6 @@ class GroundedQA(GroundedFamily):
     def corpus_text(self) -> list[str]:
         """The passages as plain text, for teaching a model the world before it answers closed-book."""
         return [p.text for p in self.world.passages]
-
-    # -- measurement ----------------------------------------------------------------------------------------------
-    @staticmethod
-    def answer_rates(problems: Sequence[Problem], answers: Sequence[str | None]) -> dict[str, float]:
-        """``answerable``: accuracy on answerable questions; ``hallucination``: share of unanswerable questions
-        answered with anything but ``UNKNOWN`` (a malformed answer counts: it is not an abstention);
-        ``abstention``: share of answerable questions answered ``UNKNOWN``."""
-        answerable = [(p, a) for p, a in zip(problems, answers, strict=True) if p.data.get("answerable")]
-        unanswerable = [(p, a) for p, a in zip(problems, answers, strict=True) if p.data.get("answerable") is False]
-        rate = lambda hits, pool: hits / len(pool) if pool else 0.0  # noqa: E731
-        return {
-            "answerable": rate(sum(a == p.data["answer"] for p, a in answerable), answerable),
-            "hallucination": rate(sum(a != UNKNOWN for _, a in unanswerable), unanswerable),
-            "abstention": rate(sum(a == UNKNOWN for _, a in answerable), answerable),
-            "n_answerable": float(len(answerable)),
-            "n_unanswerable": float(len(unanswerable)),
-        }
-
-    @staticmethod
-    def phrasing_of(problem: Problem) -> str:
-        """The question with its subject as ``{e}``: the template it was asked in (``{e} has which pet``)."""
-        entity = problem.data.get("entity")
-        return problem.canonical.replace(entity, "{e}") if entity else problem.canonical
-
-    @classmethod
-    def phrasing_rates(cls, problems: Sequence[Problem], answers: Sequence[str | None]) -> dict[str, dict[str, float]]:
-        """Per phrasing (``phrasing_of``), ``accuracy`` on its answerable questions and their number ``n``, the
-        least accurate first: one phrasing a model cannot read hides in a rate over all of them."""
-        cells: dict[str, list[bool]] = {}
-        for problem, answer in zip(problems, answers, strict=True):
-            if problem.data.get("answerable"):
-                cells.setdefault(cls.phrasing_of(problem), []).append(answer == problem.data["answer"])
-        rates = {phrasing: {"accuracy": sum(hits) / len(hits), "n": float(len(hits))}
-                 for phrasing, hits in cells.items()}
-        return dict(sorted(rates.items(), key=lambda item: (item[1]["accuracy"], item[0])))
 
 
 _STATEMENTS = [

@@ -163,20 +163,6 @@ def test_training_asks_for_a_noun_with_what_and_with_which():
     assert not trained & {t for forms in HELDOUT_TEMPLATES.values() for t in forms}
 
 
-def test_rates_by_phrasing_show_the_phrasing_a_model_cannot_read():
-    suite = [p for d in FAMILY.difficulties for p in FAMILY.eval_suite(d)]
-    answerable = [p for p in suite if p.data["answerable"]]
-    assert set(FAMILY.phrasing_rates(suite, [FAMILY.true_answer(p) for p in suite])) == {
-        FAMILY.phrasing_of(p) for p in answerable} <= {t for forms in HELDOUT_TEMPLATES.values() for t in forms}
-    blind = "{e} has which pet"
-    answers = [UNKNOWN if FAMILY.phrasing_of(p) == blind else FAMILY.true_answer(p) for p in suite]
-    rates = FAMILY.phrasing_rates(suite, answers)
-    weakest, rate = next(iter(rates.items()))
-    assert weakest == blind and rate == {"accuracy": 0.0, "n": sum(FAMILY.phrasing_of(p) == blind for p in answerable)}
-    assert all(r["accuracy"] == 1.0 for phrasing, r in rates.items() if phrasing != blind)
-    assert sum(r["n"] for r in rates.values()) == len(answerable)  # unanswerable questions are not counted
-
-
 def test_answers_are_read_back_and_abstentions_are_one_answer():
     problem = FAMILY.make_problems(1, 1, random.Random(5))[0]
     for answer in ("Tesa", "42", UNKNOWN):
@@ -207,33 +193,6 @@ def test_every_question_is_also_asked_with_its_answer_begun_and_the_rest_is_read
     assert GroundedQA(guesses=False).renderings(problem) == [plain]
 
 
-def test_a_recited_answer_states_the_passage_then_concludes_and_is_read_from_its_conclusion():
-    family = GroundedQA(recite=True)
-    problems = family.make_problems(2, 400, random.Random(6))
-    by_kind = {kind: next(p for p in problems if family.kind(p) == kind) for kind in ("known", "missing", "stranger")}
-    for kind, problem in by_kind.items():
-        truth = family.true_answer(problem)
-        written = family.write_answer(problem, truth)
-        assert family.read_answer(problem, written) == truth
-        assert len(written) <= family.answer_budget(problem)  # the budget holds every recited answer
-        if kind == "stranger":  # no passage to recite
-            assert written == f" {UNKNOWN}."
-            continue
-        passage = family.world.passage_of[problem.data["entity"]].text
-        assert written.startswith(f" {passage} So ")
-        # The plain family writes the conclusion alone; it reads a recited answer the same way.
-        assert written.endswith(FAMILY.write_answer(problem, truth))
-        assert FAMILY.read_answer(problem, written) == truth
-    known = by_kind["known"]
-    entity, truth = known.data["entity"], family.true_answer(known)
-    # The conclusion is what is read: a passage that states the fact does not answer for a conclusion that abstains.
-    passage = family.world.passage_of[entity].text
-    assert family.read_answer(known, f" {passage} So {UNKNOWN}.") == UNKNOWN
-    begun = family.write_answer(known, truth)[len(entity) + 1:]  # the rest of an answer begun by its subject
-    assert family.read_answer(known, begun) == truth
-    assert family.answer_budget(known) > FAMILY.answer_budget(known) + max(len(p.text) for p in family.corpus())
-
-
 def test_candidates_are_parsed_from_the_world_not_from_the_message():
     problem = FAMILY.make_problems(1, 1, random.Random(8))[0]
     parsed = FAMILY.parse_problem(problem.canonical, 1, {"answer": "forged"})
@@ -242,18 +201,6 @@ def test_candidates_are_parsed_from_the_world_not_from_the_message():
     assert written.canonical == "Who is the mayor of Tesa" and written.data["entity"] == "Tesa"
     assert FAMILY.subject(written) == "Tesa" and FAMILY.true_answer(written) is None
     assert "Passage: Kavo lives in Tesa." in FAMILY.question_prompt("Kavo lives in Tesa.")
-
-
-def test_answer_rates_split_answerable_accuracy_from_hallucination():
-    suite = FAMILY.eval_suite(2)
-    truth = [FAMILY.true_answer(p) for p in suite]
-    assert FAMILY.answer_rates(suite, truth) == {
-        "answerable": 1.0, "hallucination": 0.0, "abstention": 0.0, "n_answerable": 60.0, "n_unanswerable": 20.0}
-    confident = ["Tesa" if t == UNKNOWN else t for t in truth]
-    assert FAMILY.answer_rates(suite, confident)["hallucination"] == 1.0
-    timid = [UNKNOWN] * len(suite)
-    rates = FAMILY.answer_rates(suite, timid)
-    assert (rates["answerable"], rates["abstention"], rates["hallucination"]) == (0.0, 1.0, 0.0)
 
 
 def test_replay_teaches_the_easy_tiers_with_abstentions():

@@ -11,7 +11,9 @@ many contexts and words, which is what lets a model answer questions about it la
 of Language Models 3.1": without such augmentation a model that memorised a biography cannot be asked about it).
 Every wording names the person first.
 
-    python -m workers.model.grounded_base --out data/models/grounded
+    python bench/grounded_base.py --out data/models/grounded
+
+``bench/grounded.py`` trains it on first use (``ensure_grounded``).
 """
 
 from __future__ import annotations
@@ -19,17 +21,21 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.base import Example
-from tasks.grounded import GroundedQA, statement
-from tasks.grounded_questions import phrasings_fingerprint
-from workers.model.builtin import BuiltinConfig, build_model, train
-from workers.model.tokenizer import build_tokenizer, save_tokenizer
+import torch  # noqa: E402
+
+from bench.grounded_rates import pooled_rates  # noqa: E402
+from tasks.base import Example  # noqa: E402
+from tasks.grounded import GroundedQA, statement  # noqa: E402
+from tasks.grounded_questions import phrasings_fingerprint  # noqa: E402
+from workers.model.builtin import BuiltinConfig, build_model, train  # noqa: E402
+from workers.model.tokenizer import build_tokenizer, save_tokenizer  # noqa: E402
 
 REPORT_NAME = "eval_report.json"
 
@@ -52,7 +58,6 @@ class GroundedConfig:
     reading_forms: bool = True  # restate each passage sentence in a random wording of READING_FORMS
     canonical_share: float = 0.5  # share of passage reads as the corpus writes it (its order, its wording)
     fresh_strangers: bool = True  # abstentions about a new name each time: GroundedQA(fresh_strangers=...)
-    recite: bool = False  # answers recite the person's passage first: GroundedQA(recite=...)
 
 
 # Wordings a passage's facts are read in (the first is the corpus's own), each with the person first.
@@ -95,7 +100,7 @@ def training_batch(family: GroundedQA, passages: list[str], config: GroundedConf
 
 def evaluate_rates(engine, family: GroundedQA) -> dict[str, dict[str, float]]:
     """Answerable accuracy and hallucination on each tier's held-out suite and on all of them ("all"), greedy and
-    closed-book, with the engine's active adapter."""
+    closed-book, with the engine's active adapter (``bench.grounded_rates.pooled_rates``)."""
     from workers.evaluator import heldout_answers
 
     suites, answers = {}, {}
@@ -104,18 +109,9 @@ def evaluate_rates(engine, family: GroundedQA) -> dict[str, dict[str, float]]:
     return pooled_rates(family, suites, answers)
 
 
-def pooled_rates(family: GroundedQA, suites: dict[str, list], answers: dict[str, list]) -> dict[str, dict[str, float]]:
-    """``family.answer_rates`` of each tier's suite and its answers, and of all of them together ("all")."""
-    rates = {tier: family.answer_rates(suites[tier], answers[tier]) for tier in suites}
-    rates["all"] = family.answer_rates([p for tier in suites for p in suites[tier]],
-                                       [a for tier in suites for a in answers[tier]])
-    return rates
-
-
 def bootstrap(config: GroundedConfig, out_dir: str | Path, family: GroundedQA | None = None) -> dict:
     """Train from scratch, save model, tokenizer and report to ``out_dir``; return the report."""
-    family = family or GroundedQA(seed=config.family_seed, fresh_strangers=config.fresh_strangers,
-                                   recite=config.recite)
+    family = family or GroundedQA(seed=config.family_seed, fresh_strangers=config.fresh_strangers)
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = random.Random(config.seed)

@@ -1,10 +1,10 @@
 """The loop in one process, with no Kafka: bootstrap, then rounds of generate, verify, train, evaluate.
 
-This is the baseline the services are measured against (``bench/self_improve_offline.py``), and the
-reference for what one round does: problems one difficulty past what is mastered, k answers each
-from the current model, the label-free verifier chain, a LoRA adapter trained on every sample
-accepted so far plus a share of the original easy data, and the held-out suites. A new adapter is
-kept only if it passes the same promotion gate as in the services (``loop.policy.promotion_gate``).
+The benches' offline loop (``bench/self_improve_offline.py``; ``bench/loop_vs_offline.py`` measures the services
+against it), and the reference for what one round does: problems one difficulty past what is mastered, k answers
+each from the current model, the label-free verifier chain, a LoRA adapter trained on every sample accepted so far
+plus a share of the original easy data, and the held-out suites. A new adapter is kept only if it passes the same
+promotion gate as in the services (``loop.policy.promotion_gate``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tasks.base import Example, TaskFamily
 from loop.policy import LoopPolicy, promotion_gate
 from schemas.messages import Candidate, EvalScore
+from tasks.base import Example, TaskFamily
 from tasks.base import mastered as mastered_difficulty
 from workers.evaluator import evaluate_family
 from workers.generator import GenerationEngine, SamplingSpec

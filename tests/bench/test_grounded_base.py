@@ -2,8 +2,8 @@ import json
 import random
 import re
 
+from bench.grounded_base import READING_FORMS, GroundedConfig, bootstrap, passage_example, training_batch
 from tasks.grounded import UNKNOWN, GroundedQA, statement
-from workers.model.grounded_base import READING_FORMS, GroundedConfig, bootstrap, passage_example, training_batch
 
 
 def test_a_passage_keeps_every_sentence_in_a_shuffled_order():
@@ -67,7 +67,7 @@ def test_a_cached_model_trained_with_other_settings_is_used_with_a_warning(tmp_p
     from dataclasses import asdict
 
     from tasks.grounded_questions import phrasings_fingerprint
-    from workers.model.grounded_base import REPORT_NAME, ensure_grounded
+    from bench.grounded_base import REPORT_NAME, ensure_grounded
 
     target = tmp_path / "grounded"
     target.mkdir()
