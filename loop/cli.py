@@ -20,7 +20,7 @@ Watch and steer it:
     loopctl import FILE.jsonl [--source NAME]           a seed dataset, as accepted samples
 
 Infrastructure on its own:
-    loopctl kafka start|stop|status|fetch   the project's own Kafka broker
+    loopctl kafka start|stop|status|fetch   the project's own Kafka broker (start --nodes 3: a cluster)
     loopctl topics                    create the loop's topics
     loopctl store [--replay]          run the store writer (--replay rebuilds an empty database from the topics)
     loopctl worker [--queues ...]     run a Celery job worker
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka = commands.add_parser("kafka", help="start, stop or inspect the project's own Kafka broker")
     kafka.add_argument("action", choices=["start", "stop", "status", "fetch"])
+    kafka.add_argument("--nodes", type=int, help="start: nodes of a cluster (default: $LOOP_KAFKA_NODES, 1)")
     commands.add_parser("topics", help="create the loop's topics (idempotent)")
     store = commands.add_parser("store", help="run the store writer")
     store.add_argument("--replay", action="store_true", help="read every topic from the beginning with a fresh group")

@@ -179,7 +179,8 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 def cmd_kafka(args: argparse.Namespace) -> int:
     from services.kafka.__main__ import main as kafka_main
 
-    return kafka_main([args.action])
+    extra = ["--nodes", str(args.nodes)] if args.action == "start" and args.nodes else []
+    return kafka_main([args.action, *extra])
 
 
 def cmd_topics(args: argparse.Namespace) -> int:

@@ -111,7 +111,7 @@ def load_policy(policy_path: str | None, target: int | None) -> LoopPolicy:
 def run_up(*, minutes: float | None, rounds: int | None, target: int | None, policy_path: str | None,
            api_port: int = 8000) -> int:
     from services.bus import create_topics
-    from services.kafka.launcher import KafkaBroker
+    from services.kafka.launcher import KafkaBroker, KafkaCluster
     from services.store.db import open_store
     from workers.model.resolve import base_model_dir
 
@@ -141,14 +141,24 @@ def run_up(*, minutes: float | None, rounds: int | None, target: int | None, pol
     signal.signal(signal.SIGINT, request_stop)
 
     port = int(settings.kafka_bootstrap.split(",")[0].rpartition(":")[2])
-    broker = KafkaBroker(settings.data_dir / "kafka", port=port, nice=YIELD_TO_JOBS)
-    broker.start()
-    print(f"loopctl: Kafka answering at {broker.bootstrap}")
+    kafka_dir = settings.data_dir / "kafka"
+    if settings.kafka_nodes > 1:
+        cluster = KafkaCluster(kafka_dir, settings.kafka_nodes, port=port, nice=YIELD_TO_JOBS)
+        brokers, stop_kafka = cluster.nodes, cluster.stop
+        cluster.start()
+        settings = settings.model_copy(update={"kafka_bootstrap": cluster.bootstrap})
+    else:
+        broker = KafkaBroker(kafka_dir, port=port, nice=YIELD_TO_JOBS)
+        brokers, stop_kafka = [broker], broker.stop
+        broker.start()
+    print(f"loopctl: Kafka answering at {settings.kafka_bootstrap}")
     token = settings.api_token or embedded_token(loop_dir)
-    supervisor = Supervisor(settings.data_dir / "logs", env={"LOOP_API_TOKEN": token})
-    # The broker is supervised like every service: restarted where it stopped (its port and log directory are kept).
-    supervisor.adopt("kafka", broker.process, broker.command(), log_path=broker.output_path, cwd=broker.data_dir,
-                     on_start=lambda process: broker.pid_path.write_text(f"{process.pid}\n"))
+    supervisor = Supervisor(settings.data_dir / "logs",
+                            env={"LOOP_API_TOKEN": token, "LOOP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap})
+    # The brokers are supervised like every service: restarted where they stopped (port and log directory kept).
+    for broker in brokers:
+        supervisor.adopt(f"kafka-{broker.node_id}" if len(brokers) > 1 else "kafka", broker.process, broker.command(),
+                         log_path=broker.output_path, cwd=broker.data_dir, on_start=broker.remember_pid)
     engine = open_store(settings)
     live = None
     started = time.monotonic()
@@ -186,7 +196,7 @@ def run_up(*, minutes: float | None, rounds: int | None, target: int | None, pol
         if live is not None:
             live.close()
         supervisor.stop()
-        broker.stop()
+        stop_kafka()
         history = read_rounds(settings)
         if history:
             print(rounds_table(history))

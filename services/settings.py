@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         default="127.0.0.1:9092",
         description="Kafka bootstrap servers, comma separated host:port pairs.",
     )
+    kafka_nodes: int = Field(
+        default=1, ge=1, le=9,
+        description="Nodes of the Kafka cluster that `loopctl up` and `loopctl kafka start` run (3: a KRaft cluster on "
+        "consecutive ports from the bootstrap's first, every topic on three replicas, two of them in sync).",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the dataset store; default: SQLite file store.sqlite in the data directory.",

@@ -23,10 +23,14 @@ def create_topics(settings: Settings, *, timeout_s: float = 60.0) -> list[str]:
     admin = _connect_admin(settings, timeout_s)
     try:
         existing = set(admin.list_topics())
+        # The brokers seen now, or the cluster's declared size where a node has not registered yet.
+        replicas = replication_factor(max(len(admin.describe_cluster()["brokers"]), settings.kafka_nodes))
+        configs = {"retention.ms": "-1"}  # kept forever: replaying the topics is how the store is rebuilt
+        if replicas >= 3:
+            configs["min.insync.replicas"] = "2"  # acks=all: a write on two copies, and one node may be down
         wanted = [
-            # Kept forever: replaying the topics is how the store is rebuilt.
-            NewTopic(name=settings.topic(name), num_partitions=count, replication_factor=1,
-                     topic_configs={"retention.ms": "-1"})
+            NewTopic(name=settings.topic(name), num_partitions=count, replication_factor=replicas,
+                     topic_configs=dict(configs))
             for name, count in PARTITIONS.items()
             if settings.topic(name) not in existing
         ]
@@ -38,6 +42,11 @@ def create_topics(settings: Settings, *, timeout_s: float = 60.0) -> list[str]:
         return [topic.name for topic in wanted]
     finally:
         admin.close()
+
+
+def replication_factor(brokers: int) -> int:
+    """Copies of each partition: one per broker, up to three."""
+    return max(1, min(3, brokers))
 
 
 def _connect_admin(settings: Settings, timeout_s: float) -> KafkaAdminClient:

@@ -1,4 +1,5 @@
-"""Run a single-node Apache Kafka (KRaft, combined broker+controller) on the installed JDK, without Docker.
+"""Run Apache Kafka (KRaft, combined broker+controller) on the installed JDK, without Docker: one node, or a cluster
+of three (``KafkaCluster``).
 
 The jars come from Maven Central through ``pom.xml`` next to this file (resolved once, cached by the pom's hash);
 everything the broker writes (its data, its logs, its pid file) stays in the broker's ``data_dir``::
@@ -102,11 +103,21 @@ class KafkaBroker:
         *,
         lib_dir: Path | None = None,
         nice: int = 0,
+        node_id: int = NODE_ID,
+        voters: dict[int, int] | None = None,
+        cluster_id: str | None = None,
+        replicas: int = 1,
     ) -> None:
-        """``nice``: run the JVM at that niceness (a loop on a small machine lets its training jobs go first)."""
+        """``nice``: run the JVM at that niceness (a loop on a small machine lets its training jobs go first).
+        A node of a cluster (``KafkaCluster``) also gets its ``node_id``, the controller port of every voter, the
+        cluster's id and how many replicas the cluster keeps of each partition."""
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.heap = heap
         self.nice = nice
+        self.node_id = node_id
+        self.voters = voters
+        self.cluster_id = cluster_id
+        self.replicas = replicas
         self.lib_dir = lib_dir or default_lib_dir()
         self._fixed_ports = {p for p in (port, controller_port) if p is not None}
         previous = _read_ports(self.properties_path) or (None, None)
@@ -182,24 +193,29 @@ class KafkaBroker:
         that called ``start`` ends, so a crashed test session leaves no JVM behind. ``detach=True`` starts it in a
         session of its own, so it outlives the command that started it.
         """
-        if self.is_running():
-            raise KafkaStartError(f"a broker is already running from {self.data_dir} (pid {self.pid})")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        classpath = resolve_classpath(self.lib_dir)
         for attempt in range(3):
-            self._move_off_busy_ports()
-            self._write_config()
-            if not (self.log_dir / "meta.properties").exists():
-                self._format(classpath)
-            self._launch(classpath, detach)
+            self.launch(detach=detach)
             try:
-                self._wait_until_answering(timeout)
+                self.wait_until_answering(timeout)
                 return self
             except KafkaStartError as error:
                 # A port seen free can be taken before the JVM binds it; then look again.
                 if attempt == 2 or "Address already in use" not in str(error):
                     raise
         raise AssertionError("unreachable")
+
+    def launch(self, *, detach: bool = False) -> None:
+        """Write the configuration, format the log directory if new, and start the JVM, without waiting for it (a
+        cluster launches every node before any can answer: each waits for a majority of the quorum)."""
+        if self.is_running():
+            raise KafkaStartError(f"a broker is already running from {self.data_dir} (pid {self.pid})")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        classpath = resolve_classpath(self.lib_dir)
+        self._move_off_busy_ports()
+        self._write_config()
+        if not (self.log_dir / "meta.properties").exists():
+            self._format(classpath)
+        self._launch(classpath, detach)
 
     def stop(self, timeout: float = 30) -> None:
         """Shut the broker down cleanly (SIGTERM); SIGKILL it if it is still running after ``timeout`` seconds."""
@@ -253,7 +269,7 @@ class KafkaBroker:
         ]
 
     def _format(self, classpath: str) -> None:
-        cluster_id = _new_cluster_id()
+        cluster_id = self.cluster_id or _new_cluster_id()
         command = self._java_command(
             classpath, "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id,
             "--config", str(self.properties_path), "--ignore-formatted", heap="128m",
@@ -267,6 +283,10 @@ class KafkaBroker:
     def process(self) -> subprocess.Popen | None:
         """The broker's process, when this object started it."""
         return self._process
+
+    def remember_pid(self, process: subprocess.Popen) -> None:
+        """Record a process that runs this broker, started by someone else (a supervisor's restart)."""
+        self.pid_path.write_text(f"{process.pid}\n")
 
     def command(self) -> list[str]:
         """The command that runs this broker on its formatted log directory, as ``start`` launched it (for a
@@ -289,7 +309,7 @@ class KafkaBroker:
         self.pid_path.write_text(f"{self._process.pid}\n")
         log.info("started Kafka broker pid %s at %s (logs in %s)", self._process.pid, self.bootstrap, self.data_dir)
 
-    def _wait_until_answering(self, timeout: float) -> None:
+    def wait_until_answering(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         process = self._process
         assert process is not None
@@ -327,8 +347,10 @@ class KafkaBroker:
 
     def _write_config(self) -> None:
         (self.data_dir / "logs").mkdir(exist_ok=True)
+        voters = self.voters or {self.node_id: self.controller_port}
+        min_isr = 2 if self.replicas >= 3 else 1  # acks=all then survives one node down, and never acks on one copy
         properties = {
-            "node.id": NODE_ID,
+            "node.id": self.node_id,
             "process.roles": "broker,controller",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
@@ -336,18 +358,18 @@ class KafkaBroker:
             "inter.broker.listener.name": "PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             # A static quorum: the controller's address may change between restarts without reformatting.
-            "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{self.controller_port}",
+            "controller.quorum.voters": ",".join(f"{node}@127.0.0.1:{port}" for node, port in sorted(voters.items())),
             "log.dirs": str(self.log_dir),
             "num.partitions": 1,
-            "default.replication.factor": 1,
-            "min.insync.replicas": 1,
-            "offsets.topic.replication.factor": 1,
+            "default.replication.factor": self.replicas,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": self.replicas,
             "offsets.topic.num.partitions": 10,  # 50 by default: slow to create on two cores, no use on one node
-            "transaction.state.log.replication.factor": 1,
-            "transaction.state.log.min.isr": 1,
+            "transaction.state.log.replication.factor": self.replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": 10,
-            "share.coordinator.state.topic.replication.factor": 1,
-            "share.coordinator.state.topic.min.isr": 1,
+            "share.coordinator.state.topic.replication.factor": self.replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": 0,
             "auto.create.topics.enable": "false",  # topics are created on purpose, with their settings
             "message.max.bytes": MESSAGE_MAX_BYTES,
@@ -360,6 +382,73 @@ class KafkaBroker:
         logs = escape(str(self.data_dir / "logs"), {'"': "&quot;"})
         (self.data_dir / "log4j2.xml").write_text(LOG4J2_XML.format(logs=logs))
 
+
+
+class KafkaCluster:
+    """``nodes`` KRaft nodes on 127.0.0.1, each a broker and a voter of the controller quorum, in
+    ``data_dir/node-<id>``: one cluster id, every node's controller port in every node's static quorum, and each
+    partition kept on min(3, nodes) of them (``min.insync.replicas`` 2 with three: a write acknowledged by all
+    in-sync replicas survives the loss of any one node).
+
+    Client ports are ``port``, ``port + 1``, ... (``port=None``: those of a previous start, else free ones); the
+    controller ports and the cluster id are kept from the first start, so a restarted node rejoins as itself.
+    """
+
+    def __init__(self, data_dir: Path, nodes: int = 3, port: int | None = None, heap: str = "512m", *,
+                 lib_dir: Path | None = None, nice: int = 0) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster has at least one node")
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        dirs = [self.data_dir / f"node-{node}" for node in range(1, nodes + 1)]
+        previous = [_read_ports(d / "server.properties") for d in dirs]
+        if all(previous) and (port is None or previous[0][0] == port):
+            ports = [p for p in previous if p is not None]
+        else:
+            free = iter(_free_ports(2 * nodes, avoid=range(port, port + nodes) if port else ()))
+            clients = [port + i for i in range(nodes)] if port else [next(free) for _ in range(nodes)]
+            ports = [(client, next(free)) for client in clients]
+        id_path = self.data_dir / "cluster.id"
+        if not id_path.exists():
+            id_path.write_text(_new_cluster_id() + "\n")
+        cluster_id = id_path.read_text().strip()
+        voters = {node: controller for node, (_, controller) in enumerate(ports, start=1)}
+        self.nodes = [
+            KafkaBroker(d, port=client, controller_port=controller, heap=heap, lib_dir=lib_dir, nice=nice,
+                        node_id=node, voters=voters, cluster_id=cluster_id, replicas=min(3, nodes))
+            for node, (d, (client, controller)) in enumerate(zip(dirs, ports, strict=True), start=1)
+        ]
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's address, so a client starts even while one node is down."""
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def start(self, timeout: float = 120, *, detach: bool = False) -> "KafkaCluster":
+        """Launch every node that is not running, then return once each answers."""
+        for node in self.nodes:
+            if not node.is_running():
+                node.launch(detach=detach)
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            if node.process is not None:
+                node.wait_until_answering(max(1.0, deadline - time.monotonic()))
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        for node in reversed(self.nodes):
+            node.stop(timeout)
+
+    def is_running(self) -> bool:
+        return any(node.is_running() for node in self.nodes)
+
+    def __repr__(self) -> str:
+        return f"KafkaCluster({str(self.data_dir)!r}, bootstrap={self.bootstrap!r})"
+
+
+def cluster_size(data_dir: Path) -> int:
+    """How many nodes the cluster in ``data_dir`` was started with (0: none was)."""
+    return len(list(Path(data_dir).glob("node-*/server.properties")))
 
 # Kafka's shutdown messages must reach the file, so log4j2's own shutdown hook (which runs first) is off.
 LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
