@@ -63,7 +63,7 @@ def cmd_rounds(args: argparse.Namespace) -> int:
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
-    from sqlmodel import Session, select
+    from sqlmodel import Session, col, select
 
     from schemas.tables import Sample
     from services.store.db import open_store
@@ -74,7 +74,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
         if value is not None:
             query = query.where(getattr(Sample, column) == value)
     with Session(open_store(get_settings())) as session:
-        rows = session.exec(query.order_by(Sample.generated_at.desc()).limit(args.limit)).all()
+        rows = session.exec(query.order_by(col(Sample.generated_at).desc()).limit(args.limit)).all()
     print(f"{'id':<34} {'family':<11} {'diff':>4} {'status':<9} {'label':<22} {'adapter':<30} problem")
     for sample in rows:
         print(f"{sample.id:<34} {sample.family:<11} {sample.difficulty:>4} {sample.status:<9} {str(sample.label):<22} "
@@ -114,7 +114,7 @@ def _current_adapter(settings) -> tuple[str, str] | None:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from sqlmodel import Session, select
+    from sqlmodel import Session, col, select
 
     from schemas.tables import Job
     from services.jobs import job_status, request_cancel
@@ -132,7 +132,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         print(json.dumps(status.model_dump(mode="json"), indent=2))
         return 0
     with Session(open_store(settings)) as session:
-        rows = session.exec(select(Job).order_by(Job.created_at.desc()).limit(30)).all()
+        rows = session.exec(select(Job).order_by(col(Job.created_at).desc()).limit(30)).all()
     for job in rows:
         progress = "" if job.progress is None else f"{job.progress:.0%}"
         print(f"{job.id:<40} {job.kind:<18} {job.state:<10} {progress:>5} {job.message[:60]}")

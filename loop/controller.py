@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from uuid import uuid4
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from schemas.messages import (CONSUMER_GROUPS, AdapterEvent, EvalResult, EvalScore, GenerateRequest, JobEvent, Sampling,
                              Verdict)
@@ -196,8 +196,8 @@ class Controller(EventConsumer[Verdict | AdapterEvent | EvalResult | JobEvent]):
     def scores_of(self, adapter_id: str) -> list[dict] | None:
         """The held-out scores the store holds for an adapter (the last evaluation of it)."""
         with Session(self.store) as session:
-            record = session.exec(select(EvalRecord).where(EvalRecord.adapter_id == adapter_id)
-                                  .order_by(EvalRecord.created_at.desc())).first()
+            record = session.exec(select(EvalRecord).where(col(EvalRecord.adapter_id) == adapter_id)
+                                  .order_by(col(EvalRecord.created_at).desc())).first()
         if record is None:
             return None
         return [s for s in record.scores or [] if s.get("family") == self.policy.family]

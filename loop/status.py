@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select
+from sqlmodel import col
 
 from schemas.messages import ACTIVE_JOB_STATES, CONSUMER_GROUPS
 from schemas.tables import Adapter, Job, Sample
@@ -48,17 +49,25 @@ def controller_state(settings: Settings) -> dict:
 def read_status(settings: Settings, engine: Engine, lag_monitor=None, *, window_s: float = 60.0) -> LoopStatus:
     state = controller_state(settings)
     with engine.connect() as connection:
-        counts = dict(connection.execute(select(Sample.status, func.count()).group_by(Sample.status)).all())
+        counts: dict[str, int] = dict(
+            connection.execute(select(col(Sample.status), func.count()).group_by(col(Sample.status))).all()
+        )
         since = datetime.now(timezone.utc) - timedelta(seconds=window_s)
         recent = connection.execute(
-            select(func.count()).select_from(Sample).where(Sample.status == "accepted", Sample.verdict_at >= since)
+            select(func.count())
+            .select_from(Sample)
+            .where(col(Sample.status) == "accepted", col(Sample.verdict_at) >= since)
         ).scalar_one()
         promoted = connection.execute(
-            select(Adapter.id).where(Adapter.status == "promoted").order_by(Adapter.updated_at.desc()).limit(1)
+            select(col(Adapter.id))
+            .where(col(Adapter.status) == "promoted")
+            .order_by(col(Adapter.updated_at).desc())
+            .limit(1)
         ).scalar_one_or_none()
         active = connection.execute(
-            select(Job.kind, Job.state, Job.progress, Job.message).where(Job.state.in_(ACTIVE_JOB_STATES))
-            .order_by(Job.created_at.desc()).limit(1)
+            select(col(Job.kind), col(Job.state), col(Job.progress), col(Job.message))
+            .where(col(Job.state).in_(ACTIVE_JOB_STATES))
+            .order_by(col(Job.created_at).desc()).limit(1)
         ).first()
     lag = {}
     if lag_monitor is not None:
@@ -78,13 +87,13 @@ def kept_precision(engine: Engine, *, family: str | None, round_no: int | None) 
     """(kept samples of the round whose true answer is known, those of them labelled with it): measurement only."""
     if round_no is None:
         return 0, 0
-    kept = [Sample.status == "accepted", Sample.round == round_no, Sample.true_answer.is_not(None)]
+    kept = [col(Sample.status) == "accepted", col(Sample.round) == round_no, col(Sample.true_answer).is_not(None)]
     if family is not None:
-        kept.append(Sample.family == family)
+        kept.append(col(Sample.family) == family)
     with engine.connect() as connection:
         known = connection.execute(select(func.count()).select_from(Sample).where(*kept)).scalar_one()
         right = connection.execute(select(func.count()).select_from(Sample)
-                                   .where(*kept, Sample.label == Sample.true_answer)).scalar_one()
+                                   .where(*kept, col(Sample.label) == Sample.true_answer)).scalar_one()
     return known, right
 
 

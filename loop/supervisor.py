@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from services.niceness import with_niceness
 
@@ -59,7 +60,7 @@ class Service:
     restart_at: float | None = None  # exited: when it is started again
     held: bool = False  # over its limit: waiting out ``hold_s``
     adopted: bool = False  # started elsewhere (Supervisor.adopt): stopped after the others
-    _log_file: object | None = field(default=None, repr=False)
+    _log_file: IO[bytes] | None = field(default=None, repr=False)
 
 
 class Supervisor:
@@ -94,6 +95,7 @@ class Supervisor:
     def _spawn(self, service: Service) -> None:
         if service._log_file:
             service._log_file.close()
+        assert service.log_path is not None  # add() and adopt() set it
         service._log_file = open(service.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         service.process = subprocess.Popen(
             with_niceness(service.argv, service.nice), env=self.env, stdout=service._log_file, stderr=subprocess.STDOUT,
@@ -142,20 +144,20 @@ class Supervisor:
         """SIGTERM every service (the workers finish their batch and commit), SIGKILL what lingers; the adopted
         processes (the broker the workers commit to) only once the others are gone."""
         for wave in ([s for s in self.services if not s.adopted], [s for s in self.services if s.adopted]):
-            running = [s for s in reversed(wave) if s.process and s.process.poll() is None]
-            for service in running:
-                service.process.send_signal(signal.SIGTERM)
+            running = [(s, s.process) for s in reversed(wave) if s.process and s.process.poll() is None]
+            for _service, process in running:
+                process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            for service in running:
+            for service, process in running:
                 try:
-                    service.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                    process.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     log.warning("%s did not stop in %.0fs; killing it", service.name, timeout)
                     try:
-                        os.killpg(service.process.pid, signal.SIGKILL)
+                        os.killpg(process.pid, signal.SIGKILL)
                     except ProcessLookupError:  # not the leader of a process group: an adopted process
-                        service.process.kill()
-                    service.process.wait()
+                        process.kill()
+                    process.wait()
         for service in self.services:
             if service._log_file:
                 service._log_file.close()

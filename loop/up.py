@@ -157,6 +157,7 @@ def run_up(*, minutes: float | None, rounds: int | None, target: int | None, pol
                             env={"LOOP_API_TOKEN": token, "LOOP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap})
     # The brokers are supervised like every service: restarted where they stopped (port and log directory kept).
     for broker in brokers:
+        assert broker.process is not None  # started above
         supervisor.adopt(f"kafka-{broker.node_id}" if len(brokers) > 1 else "kafka", broker.process, broker.command(),
                          log_path=broker.output_path, cwd=broker.data_dir, on_start=broker.remember_pid)
     engine = open_store(settings)
@@ -174,7 +175,8 @@ def run_up(*, minutes: float | None, rounds: int | None, target: int | None, pol
         live = LiveStatus(lambda monitor: read_status(settings, engine, monitor).line(), lambda: LagMonitor(settings))
         live.start()
         deadline = started + minutes * 60 if minutes else None
-        last_line, reported = 0.0, []
+        last_line = 0.0
+        reported: list[str] = []
         while not stopping and (deadline is None or time.monotonic() < deadline):
             held = supervisor.check()
             if held and held != reported:

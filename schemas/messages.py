@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 # The share of a round's kept labels that must be right (where the truth is known, measured, never deciding) for the
 # round not to be flagged: the default of the policy's precision_bound, and the line on the dashboard's chart.

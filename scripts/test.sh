@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 mkdir -p test-artifacts
 .venv/bin/ruff check --quiet .   # a lint finding fails the run before the tests start
+.venv/bin/mypy --no-error-summary   # so does a type finding ([tool.mypy] in pyproject.toml)
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import random
+from collections.abc import Collection
 
 from tasks.base import Example, Problem, Relation, TaskFamily
 from tasks.registry import register_family
@@ -48,7 +49,7 @@ class Arithmetic(TaskFamily):
     def problem(a: int, b: int) -> Problem:
         return Problem("arithmetic", fmt.digit_count(a, b), f"{a}+{b}", {"a": a, "b": b})
 
-    def _draw(self, difficulty: int, count: int, rng: random.Random, exclude: set[str]) -> list[Problem]:
+    def _draw(self, difficulty: int, count: int, rng: random.Random, exclude: Collection[str]) -> list[Problem]:
         if difficulty < 1:
             raise ValueError(f"difficulty is a digit count, at least 1; got {difficulty}")
         problems: dict[str, Problem] = {}

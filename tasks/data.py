@@ -38,7 +38,7 @@ from tasks.registry import import_object, register_family
 
 log = logging.getLogger(__name__)
 
-EXTRACTORS = {
+EXTRACTORS: dict[str, tuple[re.Pattern[str] | None, str | None]] = {
     "answer": (re.compile(r"Answer:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE), "Answer: {answer}"),
     "boxed": (None, "\\boxed{{{answer}}}"),
     "raw": (None, "{answer}"),
@@ -72,15 +72,16 @@ class DataFamily(TaskFamily):
         self.path = Path(path)
         try:
             self.template = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False).from_string(template)
-            self.pattern, self.answer_format = EXTRACTORS.get(extractor, (re.compile(extractor), answer_format))
+            self.pattern, default_format = EXTRACTORS.get(extractor, (re.compile(extractor), answer_format))
         except (jinja2.TemplateSyntaxError, re.error) as exc:
             raise ValueError(f"{type(exc).__name__}: {exc}") from exc
         self.extractor = extractor
         if self.pattern is not None and self.pattern.groups < 1:
             raise ValueError(f"the extractor {extractor!r} needs a group that captures the answer")
-        self.answer_format = answer_format or self.answer_format
-        if self.answer_format is None:
+        answer_format = answer_format or default_format
+        if answer_format is None:
             raise ValueError("a regular expression extractor needs answer_format, the way a label is written for it")
+        self.answer_format = answer_format
         self.verifier = "retrieval" if memory else "label_free"
         self.checker = _import_callable(checker) if checker else None
         self.checker_threshold = checker_threshold
@@ -160,6 +161,7 @@ class DataFamily(TaskFamily):
         return problem.data["prompt"]
 
     def read_answer(self, problem: Problem, completion: str) -> str | None:
+        answer: str | None
         if self.extractor == "raw":
             answer = completion.strip()
         elif self.extractor == "boxed":

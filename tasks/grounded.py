@@ -355,11 +355,13 @@ class GroundedQA(GroundedFamily):
     def replay_examples(self, rng: random.Random, count: int) -> list[Example]:
         """Labelled questions of the easy tiers (training phrasings, held-out facts excluded), unanswerable ones
         answered ``UNKNOWN``: the QA format the base model is taught before the loop starts."""
-        examples = []
+        examples: list[Example] = []
         while len(examples) < count:
             tier = rng.randint(1, self.easy_tiers)
             for problem in self.make_problems(tier, min(count - len(examples), 64), rng):
-                examples.append(Example(self.prompt(problem), self.write_answer(problem, self.true_answer(problem))))
+                answer = self.true_answer(problem)
+                assert answer is not None  # a drawn problem carries its answer (UNKNOWN when unanswerable)
+                examples.append(Example(self.prompt(problem), self.write_answer(problem, answer)))
         return examples[:count]
 
     def corpus_text(self) -> list[str]:

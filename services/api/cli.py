@@ -123,6 +123,7 @@ def run_import(args: argparse.Namespace) -> int:
 def wait_for_samples(settings, sample_ids: list[str], *, timeout_s: float) -> int:
     """Poll the store until every id is an accepted sample; returns how many are still missing."""
     from sqlalchemy import func, select
+    from sqlmodel import col
 
     from schemas.tables import Sample
     from services.store.db import open_store
@@ -138,7 +139,7 @@ def wait_for_samples(settings, sample_ids: list[str], *, timeout_s: float) -> in
                     found += connection.execute(
                         select(func.count())
                         .select_from(Sample)
-                        .where(Sample.id.in_(chunk), Sample.status == "accepted")
+                        .where(col(Sample.id).in_(chunk), col(Sample.status) == "accepted")
                     ).scalar_one()
             missing = len(sample_ids) - found
             if missing == 0 or time.monotonic() > deadline:

@@ -81,13 +81,15 @@ async def _kafka_unavailable(_request: Request, exc: KafkaError) -> JSONResponse
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(NotFound, _not_found)
-    app.add_exception_handler(Conflict, _conflict)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(DataError, _database_refused)
+    # Starlette calls a handler only with the exception class it is registered for, but its types say every handler
+    # takes any Exception: the ignores are for handlers typed on their own class.
+    app.add_exception_handler(NotFound, _not_found)  # type: ignore[arg-type]
+    app.add_exception_handler(Conflict, _conflict)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(DataError, _database_refused)  # type: ignore[arg-type]
     app.add_exception_handler(UnicodeEncodeError, _not_unicode)
-    app.add_exception_handler(StatementError, _statement_failed)
-    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(StatementError, _statement_failed)  # type: ignore[arg-type]
+    app.add_exception_handler(OperationalError, _database_unavailable)  # type: ignore[arg-type]
     app.add_exception_handler(KafkaError, _kafka_unavailable)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from schemas.tables import Sample, SnapshotMember
 from services.api.errors import NotFound
@@ -106,11 +106,11 @@ def snapshot_records(engine: Engine, *, snapshot_id: str, batch_size: int = 1000
     after = ""
     while True:
         with Session(engine) as session:
-            rows = session.exec(
+            rows = session.exec(  # type: ignore[call-overload]  # a Core select: exec runs it and returns rows
                 select(Sample)
-                .join(SnapshotMember, SnapshotMember.sample_id == Sample.id)
-                .where(SnapshotMember.snapshot_id == snapshot_id, Sample.id > after)
-                .order_by(Sample.id)
+                .join(SnapshotMember, col(SnapshotMember.sample_id) == Sample.id)
+                .where(col(SnapshotMember.snapshot_id) == snapshot_id, col(Sample.id) > after)
+                .order_by(col(Sample.id))
                 .limit(batch_size)
             ).all()
             records = [sample_record(sample, snapshot_id=snapshot_id) for (sample,) in rows]

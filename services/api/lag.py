@@ -10,10 +10,14 @@ import logging
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from services.api.models import GroupLag, LagReport
 from services.settings import Settings
 from schemas.messages import CONSUMER_GROUPS
+
+if TYPE_CHECKING:
+    from services.bus.lag import LagMonitor
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ class LagReporter:
     def __init__(self, settings: Settings, *, cache_s: float = 2.0) -> None:
         self.settings = settings
         self.cache_s = cache_s
-        self._monitor = None
+        self._monitor: LagMonitor | None = None
         self._lock = threading.Lock()
         self._cached: tuple[float, LagReport] | None = None
 
@@ -76,6 +80,7 @@ class LagReporter:
     def _lag(self, group: str, topic: str) -> int:
         # A broker whose offsets topic is still being created (a fresh cluster, before any group has committed)
         # answers "coordinator not available" for a moment: retriable, so retry briefly before reporting it.
+        assert self._monitor is not None  # _measure connects first
         for attempt in range(RETRIES):
             try:
                 return self._monitor.lag(group, topic)

@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import fnmatch
 import functools
+import importlib.machinery
 import importlib.util
 import logging
 import pkgutil
@@ -223,6 +224,8 @@ def discover_job_modules() -> list[str]:
     spec = importlib.util.find_spec("workers")
     if spec is not None and spec.submodule_search_locations:
         for role in pkgutil.iter_modules(spec.submodule_search_locations):
-            if role.ispkg and (Path(role.module_finder.path) / role.name / "jobs.py").is_file():
+            finder = role.module_finder
+            assert isinstance(finder, importlib.machinery.FileFinder)  # the search locations are directories
+            if role.ispkg and (Path(finder.path) / role.name / "jobs.py").is_file():
                 modules.append(f"workers.{role.name}.jobs")
     return modules

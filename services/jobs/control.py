@@ -18,6 +18,7 @@ from uuid import uuid4
 from celery import states
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from schemas.jobs import JOB_REQUESTS
 from schemas.messages import TERMINAL_JOB_STATES, JobEvent
@@ -97,7 +98,7 @@ def _record_cancel_request(settings: Settings, job_id: str, kind: str) -> None:
         try:
             with engine.begin() as connection:
                 # Only the flag: every other column is the store writer's, from the events.
-                done = connection.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+                done = connection.execute(update(Job).where(col(Job.id) == job_id).values(cancel_requested=True))
                 if done.rowcount == 0:
                     now = datetime.now(timezone.utc)
                     connection.execute(insert(Job).values(id=job_id, kind=kind, state="cancelling", message="cancel "
@@ -112,7 +113,7 @@ def job_status(job_id: str, *, settings: Settings | None = None) -> JobPublic | 
     """The job as a user sees it: its row in the store, brought up to date by Celery's result; None if unknown."""
     settings = settings or get_settings()
     with store_engine(os.getpid(), settings.store_url).connect() as connection:
-        row = connection.execute(select(Job).where(Job.id == job_id)).mappings().first()
+        row = connection.execute(select(Job).where(col(Job.id) == job_id)).mappings().first()
     job = JobPublic.model_validate(dict(row)) if row is not None else None
     if job is not None and job.state in TERMINAL_JOB_STATES:
         return job  # the store has the job's last event, and Celery stored its end before that was published

@@ -38,8 +38,9 @@ from celery import Task, shared_task, signals
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import col
 
-from schemas.messages import JobEvent
+from schemas.messages import JobEvent, JobState
 from schemas.tables import Job
 from services.bus import EventProducer
 from services.jobs.app import (
@@ -137,7 +138,7 @@ def _unknown_job(sender=None, name: str = "", id: str = "", **_kwargs) -> None: 
 def _cancel_flag(settings: Settings, job_id: str) -> bool:
     try:
         with store_engine(os.getpid(), settings.store_url).connect() as connection:
-            return bool(connection.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar())
+            return bool(connection.execute(select(col(Job.cancel_requested)).where(col(Job.id) == job_id)).scalar())
     except SQLAlchemyError as exc:  # a busy store must not fail the job; the next check sees the flag
         log.warning("could not read the cancel flag of job %s: %s", job_id, exc)
         return False
@@ -171,7 +172,7 @@ class JobContext:
         self._last_cancel_check = float("-inf")
         self._cancel_seen = False
 
-    def publish(self, state: str, *, message: str = "", result: dict | None = None, wait: bool = False) -> None:
+    def publish(self, state: JobState, *, message: str = "", result: dict | None = None, wait: bool = False) -> None:
         event = JobEvent(job_id=self.job_id, kind=self.kind, state=state, progress=self.fraction,
                          message=message[:2000], result=result)  # fmt: skip
         publish_job_event(event, self.settings, wait=wait)
@@ -284,6 +285,7 @@ def _time_limits(job_name: str, soft: float | None, hard: float | None) -> tuple
     if soft is None and hard is None:
         return DEFAULT_SOFT_TIME_LIMIT_S, DEFAULT_TIME_LIMIT_S
     if hard is None:
+        assert soft is not None  # both None returned above
         hard = soft + HARD_LIMIT_GRACE_S
     if soft is None:
         soft = max(hard - HARD_LIMIT_GRACE_S, hard * 0.9)

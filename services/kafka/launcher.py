@@ -401,9 +401,9 @@ class KafkaCluster:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         dirs = [self.data_dir / f"node-{node}" for node in range(1, nodes + 1)]
-        previous = [_read_ports(d / "server.properties") for d in dirs]
-        if all(previous) and (port is None or previous[0][0] == port):
-            ports = [p for p in previous if p is not None]
+        previous = [p for p in (_read_ports(d / "server.properties") for d in dirs) if p is not None]
+        if len(previous) == nodes and (port is None or previous[0][0] == port):
+            ports = previous
         else:
             free = iter(_free_ports(2 * nodes, avoid=range(port, port + nodes) if port else ()))
             clients = [port + i for i in range(nodes)] if port else [next(free) for _ in range(nodes)]
@@ -500,7 +500,7 @@ def _java() -> str:
 
 def _free_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
     """Ports the OS reports free right now (held open together, so they differ from each other)."""
-    sockets = []
+    sockets: list[socket.socket] = []
     try:
         while len(sockets) < count:
             sock = socket.socket()

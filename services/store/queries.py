@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import Engine, select
+from sqlmodel import col
 
 from schemas.tables import Sample
 
@@ -16,8 +17,8 @@ def sample_ids_among(engine: Engine, ids: Sequence[str], *, status: str | None =
     found: set[str] = set()
     with engine.connect() as connection:
         for start in range(0, len(ids), _CHUNK):
-            query = select(Sample.id).where(Sample.id.in_(list(ids[start : start + _CHUNK])))
+            query = select(col(Sample.id)).where(col(Sample.id).in_(list(ids[start : start + _CHUNK])))
             if status is not None:
-                query = query.where(Sample.status == status)
+                query = query.where(col(Sample.status) == status)
             found.update(connection.execute(query).scalars())
     return found

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, String, Table, case, cast, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import SQLModel
 
 from schemas.messages import (TERMINAL_JOB_STATES, AdapterEvent, Candidate, DeadLetter, EvalResult, JobEvent, Message,
                               Verdict)
@@ -206,11 +207,17 @@ def _dead_letter_row(m: DeadLetter) -> dict[str, Any]:
     }
 
 
+def _table_of(model: type[SQLModel]) -> Table:
+    """The table of a ``table=True`` model."""
+    # SQLAlchemy's declarative mapping sets __table__ on the class; SQLModel's types do not declare it.
+    return model.__table__  # type: ignore[attr-defined]
+
+
 R = Rule
 PROJECTIONS: dict[type[Message], Projection] = {
     # The Candidate owns what the generator knows; status starts "pending" but belongs to the Verdict.
     Candidate: Projection(
-        Sample.__table__,
+        _table_of(Sample),
         {
             **dict.fromkeys(("family", "difficulty", "problem", "adapter_id", "request_id", "round"), R.REPLACE),
             **dict.fromkeys(("true_answer", "answers", "meta", "timings_ms", "generated_at"), R.REPLACE),
@@ -220,7 +227,7 @@ PROJECTIONS: dict[type[Message], Projection] = {
     ),
     # The Verdict owns the outcome; what it inserts of the problem is a placeholder until the Candidate lands.
     Verdict: Projection(
-        Sample.__table__,
+        _table_of(Sample),
         {
             **dict.fromkeys(("family", "difficulty", "problem", "round"), R.FIRST),
             **dict.fromkeys(("status", "label", "checks", "evidence", "verdict_at"), R.REPLACE),
@@ -229,7 +236,7 @@ PROJECTIONS: dict[type[Message], Projection] = {
     ),
     # A later status event (promoted, rolled_back) never erases lineage or metrics it does not carry.
     AdapterEvent: Projection(
-        Adapter.__table__,
+        _table_of(Adapter),
         {
             "parent_id": R.COALESCE,
             "snapshot_id": R.COALESCE,
@@ -244,13 +251,13 @@ PROJECTIONS: dict[type[Message], Projection] = {
         _adapter_row,
     ),
     EvalResult: Projection(
-        EvalRecord.__table__,
+        _table_of(EvalRecord),
         dict.fromkeys(("adapter_id", "suite", "created_at", "scores"), R.REPLACE),
         _eval_row,
     ),
     # Only a "cancelling" event sets cancel_requested, and nothing clears it.
     JobEvent: Projection(
-        Job.__table__,
+        _table_of(Job),
         {
             "kind": R.NONEMPTY,
             "state": R.JOB_STATE,
@@ -265,7 +272,7 @@ PROJECTIONS: dict[type[Message], Projection] = {
     ),
     # The first dead letter of a message wins: a replay that dead-letters it again changes nothing.
     DeadLetter: Projection(
-        DeadLetterRecord.__table__,
+        _table_of(DeadLetterRecord),
         dict.fromkeys(
             ("source_topic", "partition", "offset", "source_key", "consumer_group", "raw_b64", "raw_size", "error",
              "created_at"),
@@ -275,7 +282,10 @@ PROJECTIONS: dict[type[Message], Projection] = {
     ),
 }
 
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+_INSERTS: dict[str, Callable[[Table], sqlite.Insert | postgresql.Insert]] = {
+    "sqlite": sqlite.insert,
+    "postgresql": postgresql.insert,
+}
 _statements: dict[tuple[str, type[Message]], Any] = {}
 
 

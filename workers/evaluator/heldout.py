@@ -75,7 +75,7 @@ def recitation_checked(
     distinct = sorted({prompt for prompt in prompts if prompt is not None})
     budget = max_new_tokens or family.recitation_budget
     recited = dict(zip(distinct, (text for text, _ in engine.generate_scored(distinct, budget)), strict=True))
-    return [a if prompt is None or family.recitation_agrees(p, a, recited[prompt]) else unknown
+    return [a if prompt is None or a is None or family.recitation_agrees(p, a, recited[prompt]) else unknown
             for p, a, prompt in zip(problems, answers, prompts, strict=True)]
 
 

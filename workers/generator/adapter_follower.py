@@ -36,6 +36,7 @@ class AdapterFollower:
                         event = decode_message(AdapterEvent.topic, record.value, max_bytes=self.settings.max_message_bytes)
                     except UndecodableMessage:
                         continue  # the store writer dead-letters it; here it just names no adapter
+                    assert isinstance(event, AdapterEvent)  # decoded by the contract of its topic
                     self._apply(event)
             timeout_ms = 0
 

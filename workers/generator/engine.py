@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, GenerationMixin
 
 from workers.model.hf import load_tokenizer, render
 
@@ -40,8 +40,10 @@ class GenerationEngine:
         self.device = pick_device(device)
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer(self.model_dir, padding_side="left")  # every row continues its last token
-        self.base = AutoModelForCausalLM.from_pretrained(self.model_dir).to(self.device).eval()
-        self.model: torch.nn.Module = self.base
+        loaded = AutoModelForCausalLM.from_pretrained(self.model_dir)
+        # transformers wraps `to` in functools.wraps, which mypy does not bind as a method (the device reads as self)
+        self.base = loaded.to(self.device).eval()  # type: ignore[arg-type]
+        self.model: GenerationMixin | PeftModel = self.base
         self.adapter_id: str | None = None
 
     # -- adapters -------------------------------------------------------------------------------------

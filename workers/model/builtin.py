@@ -16,12 +16,14 @@ import json
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from tasks.arithmetic_format import digit_count, AdditionExample, default_width, format_prompt, parse_answer
 from tasks.arithmetic import Arithmetic
@@ -66,7 +68,17 @@ def build_model(config: BuiltinConfig, tokenizer: PreTrainedTokenizerFast) -> Ll
     return LlamaForCausalLM(llama)
 
 
-def encode_examples(tokenizer: PreTrainedTokenizerFast, examples: list[AdditionExample]) -> dict[str, torch.Tensor]:
+class Example(Protocol):
+    """What training reads of an example (``tasks.Example``, ``AdditionExample``, a rendered one): read-only."""
+
+    @property
+    def prompt(self) -> str: ...
+
+    @property
+    def answer(self) -> str: ...
+
+
+def encode_examples(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
     """Right-padded batch; the loss sees only the answer and its end token, never the prompt."""
     rows, labels = [], []
     for example in examples:
@@ -137,8 +149,9 @@ def training_step(model, optimizer, params, batch: dict[str, torch.Tensor], lr: 
 
 
 def train(model, tokenizer, next_batch, steps: int, lr: float, warmup: int, min_ratio: float, desc: str,
-          every: int = 0, callback=None) -> float:
-    """The training loop shared by the bootstrap and by fine-tuning; returns the last smoothed loss.
+          every: int = 0, callback=None) -> float | None:
+    """The training loop shared by the bootstrap and by fine-tuning; returns the last smoothed loss (None after no
+    step).
 
     `callback(step, loss)` runs every `every` steps (in eval mode), e.g. to measure accuracy along the way.
     """

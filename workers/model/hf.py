@@ -37,6 +37,7 @@ def render(tokenizer: PreTrainedTokenizerBase, text: str, chat: bool) -> str:
         return text
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                              add_generation_prompt=True)
+    assert isinstance(rendered, str)  # one conversation, not tokenized: its text
     bos = tokenizer.bos_token
     if bos and rendered.startswith(bos) and tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id]:
         rendered = rendered[len(bos):]  # the tokenizer adds it again (Llama 3, Mistral): one, not two

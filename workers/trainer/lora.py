@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
@@ -30,16 +30,11 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM
 
 from workers.generator.engine import pick_device
-from workers.model.builtin import cosine_lr, encode_examples, training_step
+from workers.model.builtin import Example, cosine_lr, encode_examples, training_step
 from workers.model.hf import LLAMA_PROJECTIONS, autocast_dtype, load_tokenizer, lora_targets, render
 
 log = logging.getLogger(__name__)
 TRAINING_RECORD = "training.json"
-
-
-class Example(Protocol):
-    prompt: str
-    answer: str
 
 
 @dataclass(frozen=True)
@@ -89,7 +84,7 @@ def train_lora(
     config: LoraTrainingConfig,
     snapshot_id: str | None = None,
     parent_adapter: str | Path | None = None,
-    replay: Callable[[random.Random, int], list[Example]] | None = None,
+    replay: Callable[[random.Random, int], Sequence[Example]] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     chat: bool = False,
@@ -132,7 +127,7 @@ def train_lora(
         n_replay = config.batch_size
 
     def next_batch() -> list[Example]:
-        batch = list(replay(rng, n_replay)) if n_replay else []
+        batch = list(replay(rng, n_replay)) if replay and n_replay else []  # n_replay > 0 only with a replay
         batch += rng.choices(examples, k=config.batch_size - len(batch)) if examples else []
         return [Rendered(render(tokenizer, e.prompt, chat), e.answer) for e in batch] if chat else batch
 
@@ -159,6 +154,9 @@ def train_lora(
         return {"stopped": True, "step": step, "checkpoint": str(checkpoint)}
 
     model.save_pretrained(str(out))
+    lora_config = model.peft_config["default"]
+    assert isinstance(lora_config, LoraConfig)  # made above, or the parent's: an adapter this module trained
+    targets = lora_config.target_modules
     record = {
         "base_model": str(base_model),
         "parent_adapter": str(parent_adapter) if parent_adapter else None,
@@ -168,8 +166,7 @@ def train_lora(
         "final_loss": smoothed,
         "train_seconds": round(time.time() - started, 2),
         "device": str(device),
-        "target_modules": sorted(model.peft_config["default"].target_modules)
-        if isinstance(model.peft_config["default"].target_modules, set) else model.peft_config["default"].target_modules,
+        "target_modules": sorted(targets) if isinstance(targets, set) else targets,
     }
     (out / TRAINING_RECORD).write_text(json.dumps(record, indent=2))
     shutil.rmtree(checkpoint, ignore_errors=True)

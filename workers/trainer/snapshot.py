@@ -14,15 +14,17 @@ from datetime import datetime, timezone
 from uuid import uuid4
 
 from sqlalchemy import Engine, insert, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from schemas.tables import Adapter, Sample, Snapshot, SnapshotMember
 
 
 def adapter_versions(session: Session) -> dict[str | None, int]:
     """Version numbers in promotion order: the base model is 0, the first promoted adapter 1, ..."""
-    promoted = session.exec(
-        select(Adapter.id).where(Adapter.status.in_(["promoted", "rolled_back"])).order_by(Adapter.created_at, Adapter.id)
+    promoted = session.exec(  # type: ignore[call-overload]  # a Core select: exec runs it and returns rows
+        select(col(Adapter.id))
+        .where(col(Adapter.status).in_(["promoted", "rolled_back"]))
+        .order_by(col(Adapter.created_at), col(Adapter.id))
     ).all()
     versions: dict[str | None, int] = {None: 0}
     for number, (adapter_id,) in enumerate(promoted, start=1):
@@ -41,12 +43,14 @@ def freeze_snapshot(
     """Select the accepted samples the policy allows, record them as a snapshot, and return both."""
     # Rows stay readable after the commit: the caller builds its examples from them.
     with Session(engine, expire_on_commit=False) as session:
-        query = select(Sample).where(Sample.status == "accepted")
+        query = select(Sample).where(col(Sample.status) == "accepted")
         if families:
-            query = query.where(Sample.family.in_(list(families)))
+            query = query.where(col(Sample.family).in_(list(families)))
         if difficulties:
-            query = query.where(Sample.difficulty.in_(list(difficulties)))
-        samples = [row for (row,) in session.exec(query.order_by(Sample.id)).all()]
+            query = query.where(col(Sample.difficulty).in_(list(difficulties)))
+        # A Core select: exec runs it and returns rows (its overloads name only SQLModel's own selects).
+        rows = session.exec(query.order_by(col(Sample.id))).all()  # type: ignore[call-overload]
+        samples = [row for (row,) in rows]
         if max_staleness is not None:
             versions = adapter_versions(session)
             current = max(versions.values())
@@ -69,6 +73,7 @@ def load_snapshot(engine: Engine, snapshot_id: str) -> list[Sample]:
     with Session(engine, expire_on_commit=False) as session:
         if session.get(Snapshot, snapshot_id) is None:
             raise LookupError(f"no snapshot {snapshot_id}")
-        query = (select(Sample).join(SnapshotMember, SnapshotMember.sample_id == Sample.id)
-                 .where(SnapshotMember.snapshot_id == snapshot_id).order_by(Sample.id))
-        return [row for (row,) in session.exec(query).all()]
+        query = (select(Sample).join(SnapshotMember, col(SnapshotMember.sample_id) == Sample.id)
+                 .where(col(SnapshotMember.snapshot_id) == snapshot_id).order_by(col(Sample.id)))
+        rows = session.exec(query).all()  # type: ignore[call-overload]  # a Core select: exec returns its rows
+        return [row for (row,) in rows]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Container, Sequence
 
 from tasks.base import Problem, TaskFamily
-from schemas.messages import Candidate, Verdict
+from schemas.messages import Candidate, CheckResult, Evidence, Verdict
 from workers.verifier.checks import Check, Reading, build_check
 
 LABEL_FREE_CHECKS = ("format", "self_consistency", "duplicate", "contamination")
@@ -36,7 +36,7 @@ class VerifierChain:
         """The default chain: format, self-consistency, one metamorphic check per relation the family declares
         novelty, decontamination; the true answer decides acceptance only when
         ``oracle`` is on."""
-        options = {
+        options: dict[str, dict[str, object]] = {
             "self_consistency": {"threshold": threshold},
             "duplicate": {"accepted": accepted},
             "contamination": {"eval_ids": eval_ids},
@@ -51,7 +51,8 @@ class VerifierChain:
 
     def verify(self, candidate: Candidate, problem: Problem) -> Verdict:
         reading = self.read(candidate, problem)
-        results, evidence = [], {}
+        results: list[CheckResult] = []
+        evidence: dict[str, Evidence] = {}
         for check in self.checks:
             result, found = check.check_with_evidence(reading)
             results.append(result)

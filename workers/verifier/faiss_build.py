@@ -62,10 +62,10 @@ def build_faiss_index(vectors: np.ndarray, keys: np.ndarray, config: IndexConfig
     keys = np.ascontiguousarray(keys, dtype=np.int64)
     size, dim = vectors.shape
     if size < config.exact_max:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        exact = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         if size:
-            index.add_with_ids(vectors, keys)
-        return index, BuildInfo("exact", size, seconds=time.perf_counter() - started)
+            exact.add_with_ids(vectors, keys)
+        return exact, BuildInfo("exact", size, seconds=time.perf_counter() - started)
     nlist = nlist_for(size, config)
     rng = np.random.default_rng(config.seed)
     train = vectors[rng.choice(size, size=min(size, nlist * config.train_per_list), replace=False)]

@@ -105,6 +105,7 @@ class AcceptedIndexer:
 
         def decide(name: str, sample_id: str, accepted: bool, text: str | None, label: str | None) -> None:
             if accepted:
+                assert text is not None  # an accepted sample's text is known: the Candidate's problem
                 removals[name].discard(sample_id)
                 adds[name][sample_id] = (text, label)
             else:  # rejected (or flipped to rejected): removing an absent id is a no-op
@@ -128,8 +129,8 @@ class AcceptedIndexer:
             ids = list(items)
             self.added += self.memory.add(name, ids, [items[i][0] for i in ids],
                                           [{"label": items[i][1]} for i in ids])
-        for name, ids in removals.items():
-            self.removed += self.memory.remove(name, ids)
+        for name, gone in removals.items():
+            self.removed += self.memory.remove(name, gone)
         self.pending.done(completed)  # only now is the effect durable
 
     def close(self) -> None:

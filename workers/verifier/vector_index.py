@@ -227,6 +227,11 @@ class VectorIndex:
                 self._load_snapshot(newest)  # restructured elsewhere (exact -> IVF, or retrained)
             return self._apply_changes()
 
+    def _view(self) -> faiss.Index:
+        """This view's index, which ``refresh`` opens."""
+        assert self._index is not None, "the view is not open: refresh() opens it"
+        return self._index
+
     def _apply_changes(self) -> int:
         top = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM items").fetchone()[0])
         if top <= self._seq:
@@ -238,12 +243,12 @@ class VectorIndex:
             return 0
         stale = np.array([key for key, created, *_ in rows if created <= self._seq], dtype=np.int64)
         if len(stale):
-            self._index.remove_ids(faiss.IDSelectorBatch(stale))
+            self._view().remove_ids(faiss.IDSelectorBatch(stale))
         live = [(key, vector) for key, _created, deleted, vector, _seq in rows if not deleted]
         if live:
             keys = np.array([key for key, _ in live], dtype=np.int64)
             vectors = np.frombuffer(b"".join(v for _, v in live), dtype=np.float32).reshape(len(live), self.dim)
-            self._index.add_with_ids(vectors, keys)
+            self._view().add_with_ids(vectors, keys)
         self._seq = max(row[4] for row in rows)
         self._search_copy = None
         return len(rows)
@@ -303,7 +308,7 @@ class VectorIndex:
         """Apply the write to this view, then restructure or snapshot when due (in this process, if free to)."""
         with self._lock:
             self.refresh()
-            size = self._index.ntotal
+            size = self._view().ntotal
             if self._needs_restructure(size):
                 with self._file_lock(blocking=False) as locked:
                     if locked:
@@ -329,7 +334,7 @@ class VectorIndex:
         if newest is not None and newest.generation > self._generation:
             self._load_snapshot(newest)
             self._apply_changes()
-            if not self._needs_restructure(self._index.ntotal):
+            if not self._needs_restructure(self._view().ntotal):
                 return
         generation = max(self._generation, newest.generation if newest else 0) + 1
         self._build_view(generation=generation, save=True)
@@ -339,7 +344,7 @@ class VectorIndex:
         path = self.directory / f"g{self._generation:06d}-s{self._seq:012d}.faiss"
         if not path.exists():
             tmp = self.directory / f".tmp-{os.getpid()}-{threading.get_ident()}.faiss"
-            faiss.write_index(self._index, str(tmp))
+            faiss.write_index(self._view(), str(tmp))
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -405,10 +410,11 @@ class VectorIndex:
         with self._lock:
             if self._index is None:
                 self.refresh()
-            if self._index.ntotal == 0 or k < 1:
+            size = self._view().ntotal
+            if size == 0 or k < 1:
                 return [[] for _ in range(len(queries))]
             index = self._search_index()
-            scores, keys = index.search(queries, min(k, self._index.ntotal))
+            scores, keys = index.search(queries, min(k, size))
             found = self._describe({int(key) for key in keys.ravel() if key >= 0})
         return [
             [Hit(found[key][0], round(float(score), 6), found[key][1], found[key][2])
@@ -418,9 +424,9 @@ class VectorIndex:
 
     def _search_index(self) -> faiss.Index:
         if not (self.config.use_gpu and gpu_count() > 0):
-            return self._index
+            return self._view()
         if self._search_copy is None:
-            self._search_copy = to_search_device(self._index, True)
+            self._search_copy = to_search_device(self._view(), True)
         return self._search_copy[0]
 
     def _describe(self, keys: set[int]) -> dict[int, tuple[str, str | None, dict[str, Any]]]:
@@ -438,7 +444,7 @@ class VectorIndex:
         with self._lock:
             if self._index is None:
                 self.refresh()
-            return int(self._index.ntotal)
+            return int(self._view().ntotal)
 
     def __contains__(self, item_id: str) -> bool:
         """Whether the id is live in the truth (not only in this view)."""

@@ -69,26 +69,36 @@ def overview_page(request: Request, session: DbSession) -> HTMLResponse:
 
 @router.get("/samples", response_class=HTMLResponse)
 def samples_page(request: Request, session: DbSession) -> HTMLResponse:
-    params, notes = request.query_params, []
+    params = request.query_params
+    notes: list[str] = []
+    family = _text(params, "family")
+    status = _text(params, "status") if params.get("status") in STATUSES else None
+    difficulty = _int(params, "difficulty", notes)
+    adapter = _text(params, "adapter")
+    round_no = _int(params, "round", notes)
+    text = _text(params, "q")
+    snapshot = _text(params, "snapshot")
     chosen = {
-        "family": _text(params, "family"),
-        "status": _text(params, "status") if params.get("status") in STATUSES else None,
-        "difficulty": _int(params, "difficulty", notes),
-        "adapter": _text(params, "adapter"),
-        "round": _int(params, "round", notes),
-        "q": _text(params, "q"),
-        "snapshot": _text(params, "snapshot"),
+        "family": family,
+        "status": status,
+        "difficulty": difficulty,
+        "adapter": adapter,
+        "round": round_no,
+        "q": text,
+        "snapshot": snapshot,
     }
-    sort = params.get("sort") if params.get("sort") in SORTS else "-generated_at"
+    sort = params.get("sort", "")
+    if sort not in SORTS:
+        sort = "-generated_at"
     offset = _int(params, "offset", notes, high=10**9) or 0
     filters = sample_filters(
-        family=chosen["family"],
-        status=chosen["status"],
-        difficulty=chosen["difficulty"],
-        adapter=chosen["adapter"],
-        round=chosen["round"],
-        text=chosen["q"],
-        snapshot=chosen["snapshot"],
+        family=family,
+        status=status,
+        difficulty=difficulty,
+        adapter=adapter,
+        round=round_no,
+        text=text,
+        snapshot=snapshot,
     )
     page = list_samples(session, filters=filters, sort=sort, limit=PAGE_SIZE, offset=offset)
     kept = {k: v for k, v in {**chosen, "sort": sort}.items() if v is not None}
@@ -121,18 +131,20 @@ def sample_page(request: Request, session: DbSession, sample_id: str) -> HTMLRes
 
 @router.get("/snapshots", response_class=HTMLResponse)
 def snapshots_page(request: Request, session: DbSession) -> HTMLResponse:
-    params, notes = request.query_params, []
+    params = request.query_params
+    notes: list[str] = []
     snapshots = list_snapshots(session, limit=200)
     base, target = _text(params, "base"), _text(params, "target")
     diff = None
     if base and target:
-        resolved = [resolve_snapshot_id(session, snapshot_id=s) for s in (base, target)]
-        if None in resolved:
+        base_id = resolve_snapshot_id(session, snapshot_id=base)
+        target_id = resolve_snapshot_id(session, snapshot_id=target)
+        if base_id is None or target_id is None:
             notes.append(
-                "no such snapshot: " + ", ".join(s for s, r in zip((base, target), resolved, strict=False) if r is None)
+                "no such snapshot: " + ", ".join(s for s, r in ((base, base_id), (target, target_id)) if r is None)
             )
         else:
-            diff = diff_snapshots(session, base=resolved[0], target=resolved[1], limit=100)
+            diff = diff_snapshots(session, base=base_id, target=target_id, limit=100)
     return _render(request, "snapshots.html", snapshots=snapshots, diff=diff, base=base, target=target, notes=notes)
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from schemas.messages import AdapterEvent
+from schemas.messages import AdapterEvent, AdapterStatus
 from schemas.tables import Adapter, EvalRecord
 from services.api.errors import Conflict, NotFound
 from services.api.models import AdapterOut, EvalScoreOut, Page
@@ -26,8 +26,8 @@ HELDOUT_SUITE = "heldout"
 def current_adapter(session: Session) -> Adapter | None:
     row = session.exec(
         select(Adapter)
-        .where(Adapter.status.in_(["promoted", "rolled_back"]))
-        .order_by(Adapter.updated_at.desc().nulls_last(), Adapter.id.desc())
+        .where(col(Adapter.status).in_(["promoted", "rolled_back"]))
+        .order_by(col(Adapter.updated_at).desc().nulls_last(), col(Adapter.id).desc())
         .limit(1)
     ).first()
     adapter = row[0] if row else None
@@ -36,7 +36,9 @@ def current_adapter(session: Session) -> Adapter | None:
 
 def adapter_rounds(session: Session) -> dict[str, int]:
     """Each adapter's place in creation order, from 1 (the base model is round 0)."""
-    ids = session.exec(select(Adapter.id).order_by(Adapter.created_at.asc().nulls_last(), Adapter.id)).all()
+    ids = session.exec(
+        select(col(Adapter.id)).order_by(col(Adapter.created_at).asc().nulls_last(), col(Adapter.id))
+    ).all()
     return {adapter_id: number for number, (adapter_id,) in enumerate(ids, start=1)}
 
 
@@ -45,7 +47,7 @@ def latest_evals(session: Session, adapter_ids: list[str]) -> dict[str, EvalReco
     if not adapter_ids:
         return {}
     chosen: dict[str, EvalRecord] = {}
-    rows = session.exec(select(EvalRecord).where(EvalRecord.adapter_id.in_(adapter_ids))).all()
+    rows = session.exec(select(EvalRecord).where(col(EvalRecord.adapter_id).in_(adapter_ids))).all()
     for (record,) in rows:
         known = chosen.get(record.adapter_id)
         rank = (record.suite == HELDOUT_SUITE, _aware(record.created_at))
@@ -82,12 +84,12 @@ def adapter_out(
 
 
 def list_adapters(session: Session, *, status: str | None = None, limit: int = 50, offset: int = 0) -> Page[AdapterOut]:
-    where = [Adapter.status == status] if status else []
+    where = [col(Adapter.status) == status] if status else []
     total = session.exec(select(func.count()).select_from(Adapter).where(*where)).one()[0]
     rows = session.exec(
         select(Adapter)
         .where(*where)
-        .order_by(Adapter.created_at.desc().nulls_last(), Adapter.id.desc())
+        .order_by(col(Adapter.created_at).desc().nulls_last(), col(Adapter.id).desc())
         .limit(limit)
         .offset(offset)
     ).all()
@@ -125,7 +127,7 @@ class AdapterPlan:
     events: list[AdapterEvent]
 
 
-def _status_event(adapter: Adapter, status: str, moment: datetime) -> AdapterEvent:
+def _status_event(adapter: Adapter, status: AdapterStatus, moment: datetime) -> AdapterEvent:
     # Lineage, metrics and config are left empty: the store keeps what it has for them (COALESCE rules).
     return AdapterEvent(
         adapter_id=adapter.id, base_model=adapter.base_model, path=adapter.path, status=status, created_at=moment

@@ -12,7 +12,7 @@ import binascii
 import unicodedata
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from schemas.tables import DeadLetterRecord
 from services.api.errors import NotFound
@@ -81,14 +81,14 @@ def list_dead_letters(
 ) -> Page[DeadLetterOut]:
     where = []
     if source_topic:
-        where.append(DeadLetterRecord.source_topic == source_topic)
+        where.append(col(DeadLetterRecord.source_topic) == source_topic)
     if consumer_group:
-        where.append(DeadLetterRecord.consumer_group == consumer_group)
+        where.append(col(DeadLetterRecord.consumer_group) == consumer_group)
     total = session.exec(select(func.count()).select_from(DeadLetterRecord).where(*where)).one()[0]
     rows = session.exec(
         select(DeadLetterRecord)
         .where(*where)
-        .order_by(DeadLetterRecord.created_at.desc().nulls_last(), DeadLetterRecord.id.desc())
+        .order_by(col(DeadLetterRecord.created_at).desc().nulls_last(), col(DeadLetterRecord.id).desc())
         .limit(limit)
         .offset(offset)
     ).all()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from schemas.tables import Job, JobPublic
 from services.api.models import Page
@@ -13,12 +13,12 @@ def list_jobs(
     session: Session, *, kind: str | None = None, state: str | None = None, limit: int = 50, offset: int = 0
 ) -> Page[JobPublic]:
     """Jobs, newest first."""
-    where = [column == value for column, value in ((Job.kind, kind), (Job.state, state)) if value]
+    where = [col(column) == value for column, value in ((Job.kind, kind), (Job.state, state)) if value]
     total = session.exec(select(func.count()).select_from(Job).where(*where)).one()[0]
     rows = session.exec(
         select(Job)
         .where(*where)
-        .order_by(Job.created_at.desc().nulls_last(), Job.id.desc())
+        .order_by(col(Job.created_at).desc().nulls_last(), col(Job.id).desc())
         .limit(limit)
         .offset(offset)
     ).all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import case, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from schemas.messages import TERMINAL_JOB_STATES
 from schemas.tables import Adapter, DeadLetterRecord, EvalRecord, Job, Sample, Snapshot
@@ -18,10 +18,10 @@ from services.api.queries.samples import BASE_MODEL
 def accuracy_points(session: Session, *, suite: str | None = None, family: str | None = None) -> list[AccuracyPoint]:
     """Every evaluated (round, difficulty) point, by round then family then difficulty."""
     rounds = adapter_rounds(session)
-    statuses = dict(session.exec(select(Adapter.id, Adapter.status)).all())
+    statuses: dict[str, str] = dict(session.exec(select(col(Adapter.id), col(Adapter.status))).all())
     query = select(EvalRecord)
     if suite:
-        query = query.where(EvalRecord.suite == suite)
+        query = query.where(col(EvalRecord.suite) == suite)
     points = []
     for (record,) in session.exec(query).all():
         if record.adapter_id == BASE_MODEL:
@@ -51,12 +51,12 @@ def accuracy_points(session: Session, *, suite: str | None = None, family: str |
 
 def kept_points(session: Session, *, family: str | None = None) -> list[KeptPoint]:
     """Per family and round: the kept samples whose true answer is known, and how many of their labels are right."""
-    query = (select(Sample.family, Sample.round, func.count(),
-                    func.sum(case((Sample.label == Sample.true_answer, 1), else_=0)))
-             .where(Sample.status == "accepted", Sample.true_answer.is_not(None))
-             .group_by(Sample.family, Sample.round).order_by(Sample.round, Sample.family))
+    query = (select(col(Sample.family), col(Sample.round), func.count(),
+                    func.sum(case((col(Sample.label) == Sample.true_answer, 1), else_=0)))
+             .where(col(Sample.status) == "accepted", col(Sample.true_answer).is_not(None))
+             .group_by(col(Sample.family), col(Sample.round)).order_by(col(Sample.round), col(Sample.family)))
     if family:
-        query = query.where(Sample.family == family)
+        query = query.where(col(Sample.family) == family)
     return [KeptPoint(round=r, family=f, kept=n, right=int(right or 0), precision=(right or 0) / n if n else None)
             for f, r, n, right in session.exec(query).all()]
 
@@ -68,10 +68,12 @@ def throughput(session: Session, *, window_s: int = 300, now: datetime | None = 
     def count(*where) -> int:
         return session.exec(select(func.count()).select_from(Sample).where(*where)).one()[0]
 
-    generated = count(Sample.generated_at >= since)
-    verified = count(Sample.verdict_at >= since)
-    accepted = count(Sample.verdict_at >= since, Sample.status == "accepted")
-    totals = dict(session.exec(select(Sample.status, func.count()).group_by(Sample.status)).all())
+    generated = count(col(Sample.generated_at) >= since)
+    verified = count(col(Sample.verdict_at) >= since)
+    accepted = count(col(Sample.verdict_at) >= since, col(Sample.status) == "accepted")
+    totals: dict[str, int] = dict(
+        session.exec(select(col(Sample.status), func.count()).group_by(col(Sample.status))).all()
+    )
     minutes = window_s / 60
     return Throughput(
         window_s=window_s,
@@ -88,10 +90,12 @@ def throughput(session: Session, *, window_s: int = 300, now: datetime | None = 
 
 def overview(session: Session, *, window_s: int = 300) -> Overview:
     current = current_adapter(session)
-    latest_round = session.exec(select(func.max(Sample.round))).one()[0]
+    latest_round = session.exec(select(func.max(col(Sample.round)))).one()[0]
     difficulty = None
     if latest_round is not None:
-        difficulty = session.exec(select(func.max(Sample.difficulty)).where(Sample.round == latest_round)).one()[0]
+        difficulty = session.exec(
+            select(func.max(col(Sample.difficulty))).where(col(Sample.round) == latest_round)
+        ).one()[0]
 
     def count(table, *where) -> int:
         return session.exec(select(func.count()).select_from(table).where(*where)).one()[0]
@@ -104,5 +108,5 @@ def overview(session: Session, *, window_s: int = 300) -> Overview:
         adapters=count(Adapter),
         snapshots=count(Snapshot),
         dead_letters=count(DeadLetterRecord),
-        jobs_running=count(Job, Job.state.not_in(TERMINAL_JOB_STATES)),
+        jobs_running=count(Job, col(Job.state).not_in(TERMINAL_JOB_STATES)),
     )

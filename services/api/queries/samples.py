@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from schemas.tables import Adapter, Sample, SnapshotMember
 from services.api.models import (
@@ -44,33 +44,34 @@ def sample_filters(
     """WHERE clauses on Sample for the listing's filters; None means "any"."""
     clauses: list[ColumnElement[bool]] = []
     if family:
-        clauses.append(Sample.family == family)
+        clauses.append(col(Sample.family) == family)
     if status:
-        clauses.append(Sample.status == status)
+        clauses.append(col(Sample.status) == status)
     if difficulty is not None:
-        clauses.append(Sample.difficulty == difficulty)
+        clauses.append(col(Sample.difficulty) == difficulty)
     if difficulty_min is not None:
-        clauses.append(Sample.difficulty >= difficulty_min)
+        clauses.append(col(Sample.difficulty) >= difficulty_min)
     if difficulty_max is not None:
-        clauses.append(Sample.difficulty <= difficulty_max)
+        clauses.append(col(Sample.difficulty) <= difficulty_max)
     if adapter:
-        clauses.append(Sample.adapter_id.is_(None) if adapter == BASE_MODEL else Sample.adapter_id == adapter)
+        adapter_id = col(Sample.adapter_id)
+        clauses.append(adapter_id.is_(None) if adapter == BASE_MODEL else adapter_id == adapter)
     if round is not None:
-        clauses.append(Sample.round == round)
+        clauses.append(col(Sample.round) == round)
     if text:
         pattern = like_pattern(text)
-        clauses.append(Sample.problem.ilike(pattern, escape="\\") | Sample.label.ilike(pattern, escape="\\"))
+        clauses.append(col(Sample.problem).ilike(pattern, escape="\\") | col(Sample.label).ilike(pattern, escape="\\"))
     if snapshot:
-        members = select(SnapshotMember.sample_id).where(SnapshotMember.snapshot_id == snapshot)
-        clauses.append(Sample.id.in_(members))
+        members = select(col(SnapshotMember.sample_id)).where(col(SnapshotMember.snapshot_id) == snapshot)
+        clauses.append(col(Sample.id).in_(members))
     return clauses
 
 
 def _order(sort: str) -> list:
     descending = sort.startswith("-")
-    column = getattr(Sample, sort.lstrip("-"))
+    column = col(getattr(Sample, sort.lstrip("-")))
     ordered = column.desc() if descending else column.asc()
-    tie = Sample.id.desc() if descending else Sample.id.asc()
+    tie = col(Sample.id).desc() if descending else col(Sample.id).asc()
     # SQLite puts NULLs first and PostgreSQL last: say it, so both list the same page.
     return [ordered.nulls_last(), tie] if column is not Sample.id else [ordered]
 
@@ -100,17 +101,17 @@ def get_sample(session: Session, *, sample_id: str) -> SampleDetail | None:
     snapshots = [
         snapshot_id
         for (snapshot_id,) in session.exec(
-            select(SnapshotMember.snapshot_id)
-            .where(SnapshotMember.sample_id == sample_id)
-            .order_by(SnapshotMember.snapshot_id)
+            select(col(SnapshotMember.snapshot_id))
+            .where(col(SnapshotMember.sample_id) == sample_id)
+            .order_by(col(SnapshotMember.snapshot_id))
         ).all()
     ]
     trained = []
     if snapshots:
         rows = session.exec(
-            select(Adapter.id, Adapter.status)
-            .where(Adapter.snapshot_id.in_(snapshots))
-            .order_by(Adapter.created_at, Adapter.id)
+            select(col(Adapter.id), col(Adapter.status))
+            .where(col(Adapter.snapshot_id).in_(snapshots))
+            .order_by(col(Adapter.created_at), col(Adapter.id))
         ).all()
         trained = [AdapterRef(id=adapter_id, status=status) for adapter_id, status in rows]
     generator = session.get(Adapter, sample.adapter_id) if sample.adapter_id else None

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import aliased
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from schemas.tables import Adapter, Sample, Snapshot, SnapshotMember
 from services.api.models import DifficultyCounts, Page, SnapshotDiff, SnapshotOut, StatusCounts
@@ -20,7 +20,9 @@ def resolve_snapshot_id(session: Session, *, snapshot_id: str) -> str | None:
     """The id itself if that snapshot exists, the newest snapshot's for ``latest``; None if there is none."""
     if snapshot_id == LATEST:
         row = session.exec(
-            select(Snapshot.id).order_by(Snapshot.created_at.desc().nulls_last(), Snapshot.id.desc()).limit(1)
+            select(col(Snapshot.id))
+            .order_by(col(Snapshot.created_at).desc().nulls_last(), col(Snapshot.id).desc())
+            .limit(1)
         ).first()
         return row[0] if row else None
     return snapshot_id if session.get(Snapshot, snapshot_id) is not None else None
@@ -31,9 +33,9 @@ def snapshots_out(session: Session, snapshots: list[Snapshot]) -> list[SnapshotO
     trained: dict[str, list[str]] = defaultdict(list)
     if snapshots:
         for adapter_id, snapshot_id in session.exec(
-            select(Adapter.id, Adapter.snapshot_id)
-            .where(Adapter.snapshot_id.in_([s.id for s in snapshots]))
-            .order_by(Adapter.id)
+            select(col(Adapter.id), col(Adapter.snapshot_id))
+            .where(col(Adapter.snapshot_id).in_([s.id for s in snapshots]))
+            .order_by(col(Adapter.id))
         ).all():
             trained[snapshot_id].append(adapter_id)
     return [
@@ -46,7 +48,7 @@ def list_snapshots(session: Session, *, limit: int = 50, offset: int = 0) -> Pag
     total = session.exec(select(func.count()).select_from(Snapshot)).one()[0]
     rows = session.exec(
         select(Snapshot)
-        .order_by(Snapshot.created_at.desc().nulls_last(), Snapshot.id.desc())
+        .order_by(col(Snapshot.created_at).desc().nulls_last(), col(Snapshot.id).desc())
         .limit(limit)
         .offset(offset)
     ).all()
@@ -60,28 +62,30 @@ def get_snapshot(session: Session, *, snapshot_id: str) -> SnapshotOut | None:
     resolved = resolve_snapshot_id(session, snapshot_id=snapshot_id)
     if resolved is None:
         return None
-    return snapshots_out(session, [session.get(Snapshot, resolved)])[0]
+    snapshot = session.get(Snapshot, resolved)
+    assert snapshot is not None  # resolve_snapshot_id found it
+    return snapshots_out(session, [snapshot])[0]
 
 
 def _only_in(first: str, second: str):
     """SnapshotMember rows of ``first`` whose sample is not in ``second``, as an aliased selectable's condition."""
     member = aliased(SnapshotMember)
     other = aliased(SnapshotMember)
-    missing = ~exists().where(and_(other.snapshot_id == second, other.sample_id == member.sample_id))
-    return member, and_(member.snapshot_id == first, missing)
+    missing = ~exists().where(and_(col(other.snapshot_id) == second, col(other.sample_id) == member.sample_id))
+    return member, and_(col(member.snapshot_id) == first, missing)
 
 
 def _counts(session: Session, first: str, second: str | None, column) -> dict:
     """Members of ``first`` (not in ``second`` when given) grouped by a Sample column."""
     if second is None:
         member = aliased(SnapshotMember)
-        condition = member.snapshot_id == first
+        condition = col(member.snapshot_id) == first
     else:
         member, condition = _only_in(first, second)
     rows = session.exec(
         select(column, func.count())
         .select_from(member)
-        .join(Sample, Sample.id == member.sample_id)
+        .join(Sample, col(Sample.id) == member.sample_id)
         .where(condition)
         .group_by(column)
     ).all()
@@ -92,9 +96,9 @@ def _listed(session: Session, first: str, second: str, limit: int) -> list:
     member, condition = _only_in(first, second)
     rows = session.exec(
         select(Sample)
-        .join(member, Sample.id == member.sample_id)
+        .join(member, col(Sample.id) == member.sample_id)
         .where(condition)
-        .order_by(Sample.difficulty, Sample.id)
+        .order_by(col(Sample.difficulty), col(Sample.id))
         .limit(limit)
     ).all()
     return [summary(row) for (row,) in rows]
@@ -102,7 +106,7 @@ def _listed(session: Session, first: str, second: str, limit: int) -> list:
 
 def _size(session: Session, snapshot_id: str) -> int:
     return session.exec(
-        select(func.count()).select_from(SnapshotMember).where(SnapshotMember.snapshot_id == snapshot_id)
+        select(func.count()).select_from(SnapshotMember).where(col(SnapshotMember.snapshot_id) == snapshot_id)
     ).one()[0]
 
 
