@@ -23,6 +23,7 @@ from workers.evaluator import evaluate_family
 from workers.generator import GenerationEngine, SamplingSpec
 from workers.generator.relatives import ask_relatives
 from workers.trainer import LoraTrainingConfig, train_lora
+from workers.generator.worker import CHUNK_SIZE
 from workers.verifier import VerifierChain
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,15 @@ def run_offline(
         problems = [p for p in family.make_problems(target, config.problems_per_round, rng) if p.sample_id not in accepted]
         kept, right = 0, 0
         if not config.ablation:
-            completions = engine.generate_renderings([engine.render(family.renderings(p), family.chat) for p in problems],
-                                                     replace(config.sampling, stop=family.stop_strings))
-            related = ask_relatives(engine, family, problems, config.sampling.max_new_tokens)
+            # As the generator service does: chunks of its size, answers up to the family's budget, its stop strings.
+            spec = replace(config.sampling, stop=family.stop_strings,
+                           max_new_tokens=max((family.answer_budget(p) for p in problems), default=8))
+            completions, related = [], []
+            for start in range(0, len(problems), CHUNK_SIZE):
+                chunk = problems[start:start + CHUNK_SIZE]
+                completions += engine.generate_renderings(
+                    [engine.render(family.renderings(p), family.chat) for p in chunk], spec)
+                related += ask_relatives(engine, family, chunk, spec.max_new_tokens)
             timer.lap("generate")
             chain = VerifierChain.label_free(
                 family, threshold=config.agreement, accepted=accepted.keys(),

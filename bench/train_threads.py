@@ -1,4 +1,5 @@
-"""Training throughput of the builtin model on one thread, two threads, and two one-thread processes side by side;
+"""LoRA training throughput of the builtin model (the loop's adapter steps: the recipe's rank, targets and batch of
+128) on one thread, two threads, and two one-thread processes side by side;
 then two threads beside a one-thread process at idle priority (``SCHED_IDLE``).
 
     python bench/train_threads.py            # 35 timed steps each, after 5 warm-up steps
@@ -29,28 +30,34 @@ def measure(threads: int, steps: int, *, stamps: bool = False) -> tuple[float, f
     """(seconds per step, start, end) over ``steps`` timed steps; with ``stamps``, train until killed and print the
     wall-clock time after every step instead."""
     import torch
+    from peft import LoraConfig, get_peft_model
 
+    from loop.policy import RECIPE_LORA
     from workers.model.builtin import BuiltinConfig, build_model, easy_examples, encode_examples, training_step
+    from workers.model.hf import lora_targets
     from workers.model.tokenizer import build_tokenizer
+    from workers.trainer.lora import LoraTrainingConfig
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    config = BuiltinConfig()
+    config, lora = BuiltinConfig(), LoraTrainingConfig(**RECIPE_LORA)  # the loop's adapter steps, as a round takes them
     tokenizer = build_tokenizer()
-    model = build_model(config, tokenizer)
-    params = list(model.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.lr)
+    base = build_model(config, tokenizer)
+    model = get_peft_model(base, LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                            target_modules=lora_targets(base, lora.target_modules), task_type="CAUSAL_LM"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lora.lr)
     rng = random.Random(0)
-    batches = [encode_examples(tokenizer, easy_examples(config, rng, config.batch_size)) for _ in range(steps + 5)]
+    batches = [encode_examples(tokenizer, easy_examples(config, rng, lora.batch_size)) for _ in range(steps + 5)]
     for batch in batches[:5]:
-        training_step(model, optimizer, params, batch, config.lr)
+        training_step(model, optimizer, params, batch, lora.lr)
     if stamps:
         for step in range(1 << 62):
-            training_step(model, optimizer, params, batches[5 + step % steps], config.lr)
+            training_step(model, optimizer, params, batches[5 + step % steps], lora.lr)
             print(f"{time.time():.4f}", flush=True)
     started = time.time()
     for batch in batches[5:]:
-        training_step(model, optimizer, params, batch, config.lr)
+        training_step(model, optimizer, params, batch, lora.lr)
     ended = time.time()
     return (ended - started) / steps, started, ended
 

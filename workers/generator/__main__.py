@@ -14,7 +14,7 @@ from tasks.registry import policy_family_options
 from services.store.db import open_store
 from services.store.queries import sample_ids_among
 from workers.generator.engine import GenerationEngine
-from workers.generator.worker import GeneratorWorker
+from workers.generator.worker import CHUNK_SIZE, GeneratorWorker
 from workers.model.resolve import base_model_dir
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.generator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-lag", type=int, default=4000, help="hold back while the verifiers are this far behind")
-    parser.add_argument("--chunk-size", type=int, default=128, help="problems generated per batch")
+    parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, help="problems generated per batch")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--policy", default=None, help="the loop's policy file, for its family's options (default: the one loopctl up wrote "
                         "in the data directory)")

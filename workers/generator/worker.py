@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 VERIFIER_GROUP = "verifiers"
 
 
+# Problems generated per batch, with their renderings and their relatives (the offline bench takes the same).
+CHUNK_SIZE = 128
+
 class GeneratorWorker(EventConsumer[GenerateRequest]):
     def __init__(
         self,
@@ -38,7 +41,7 @@ class GeneratorWorker(EventConsumer[GenerateRequest]):
         *,
         engine: GenerationEngine,
         known_samples: Callable[[list[str]], set[str]] = lambda ids: set(),
-        chunk_size: int = 128,
+        chunk_size: int = CHUNK_SIZE,
         max_lag: int = 4000,
         family_options: dict[str, dict] | None = None,
         group_id: str = "generators",
