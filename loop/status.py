@@ -25,13 +25,13 @@ class LoopStatus:
     mastered_scores: dict[int, float]
     samples: dict[str, int]
     accepted_per_s: float
-    lag: dict[str, int]
+    lag: dict[str, int | None]  # None: the group has never consumed (its service is not part of this loop)
     job: str | None = None  # the newest job not finished: "train_adapter 42% step 250/600, loss 0.31"
     kept_right: float | None = None  # the current round's kept labels that are right (measurement only)
 
     def line(self) -> str:
         accuracy = " ".join(f"{d}:{a:.2f}" for d, a in sorted(self.mastered_scores.items())) or "-"
-        lag = " ".join(f"{g}={n}" for g, n in self.lag.items())
+        lag = " ".join(f"{g}={'-' if n is None else n}" for g, n in self.lag.items())
         return (f"round {self.round or '-'} | difficulty {self.target or '-'} | adapter {self.promoted or 'base'} | "
                 f"accepted {self.samples.get('accepted', 0)} ({self.accepted_per_s:.1f}/s) rejected {self.samples.get('rejected', 0)} | "
                 f"{'' if self.kept_right is None else f'kept right {self.kept_right:.3f} | '}"
@@ -69,11 +69,11 @@ def read_status(settings: Settings, engine: Engine, lag_monitor=None, *, window_
             .where(col(Job.state).in_(ACTIVE_JOB_STATES))
             .order_by(col(Job.created_at).desc()).limit(1)
         ).first()
-    lag = {}
+    lag: dict[str, int | None] = {}
     if lag_monitor is not None:
         for group, topics in CONSUMER_GROUPS.items():
             try:
-                lag[group] = sum(lag_monitor.lag(group, topic) for topic in topics)
+                lag[group] = sum(lag_monitor.lag(group, topic) for topic in topics) if lag_monitor.consumed(group) else None
             except Exception:  # noqa: BLE001 - a status line must not die with Kafka
                 lag[group] = -1
     scores = {int(s["difficulty"]): s["accuracy"] for s in state.get("promoted_scores") or []}

@@ -33,6 +33,12 @@ class LagMonitor:
             total += max(0, ends[tp] - position)
         return total
 
+    def consumed(self, group_id: str) -> bool:
+        """Whether ``group_id`` has ever committed an offset (a group whose service does not run in this loop, the
+        index updater of an arithmetic loop say, has not: its "lag" would be every message of its topics)."""
+        group = self.settings.group(group_id)
+        return bool(self._admin.list_group_offsets({group: None}).get(group))
+
     def _beginning(self, tp: TopicPartition) -> int:
         return self._offsets.beginning_offsets([tp])[tp]
 

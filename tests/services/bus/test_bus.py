@@ -192,3 +192,24 @@ def test_a_message_that_fails_the_handler_is_dead_lettered_alone(settings):
     assert "handler failed: ValueError: this problem poisons the handler" in letter.error
     assert letter.offset == next(e.offset for e in consumer.events if e.message.sample_id == "s00005") + 1
     assert [m.sample_id for m in consumer.messages()] == [m.sample_id for m in sent if m.problem != "poison"]
+
+
+def test_lag_counts_what_a_group_has_not_committed_and_knows_a_group_that_never_consumed(settings):
+    from services.bus.lag import LagMonitor
+
+    create_topics(settings)
+    with EventProducer(settings) as producer:
+        for i in range(5):
+            producer.publish(candidate(i))
+    monitor = LagMonitor(settings)
+    try:
+        group = f"test-{uuid.uuid4().hex[:8]}"
+        assert not monitor.consumed(group)
+        assert monitor.lag(group, "loop.candidates") == 5  # from the beginning: everything is still to do
+        collector = Collector(settings, ["loop.candidates"], group_id=group)
+        with running(collector):
+            wait_until(lambda: monitor.consumed(group) and monitor.lag(group, "loop.candidates") == 0, timeout=60,
+                       what="the group's commits")
+        assert len(collector.messages()) == 5
+    finally:
+        monitor.close()
