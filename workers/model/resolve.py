@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,11 +33,19 @@ def ensure_builtin(target: Path) -> Path:
 
 
 def train_once(target: Path, train: Callable[[Path], dict], describe: Callable[[dict], str]) -> Path:
-    """``target`` if a model is already saved there, else ``train(partial_dir)`` renamed to it once complete."""
+    """``target`` if a model is already saved there, else ``train(partial_dir)`` renamed to it once complete.
+
+    Processes that ask at once (a generator and a job worker starting on a fresh volume) train it once: the first
+    holds a lock beside ``target`` while it trains, and the others wait for it and then find the model."""
     if (target / "config.json").exists():
         return target
-    partial = target.with_name(target.name + ".partial")
-    report = train(partial)
-    partial.rename(target)  # a crash mid-training leaves no half-trained model behind the cache's name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when this process dies
+        if (target / "config.json").exists():
+            return target  # trained by another process while this one waited
+        partial = target.with_name(target.name + ".partial")
+        report = train(partial)
+        partial.rename(target)  # a crash mid-training leaves no half-trained model behind the cache's name
     print(describe(report))
     return target
