@@ -103,15 +103,22 @@ class EventConsumer(Generic[M]):
         )
         config.update(consumer_options or {})
         config.setdefault("metadata_max_age_ms", 30_000)  # topics created later are seen within 30 s
-        self._consumer = KafkaConsumer(**config)
-        self._await_topic_metadata()
+        self._config = config
         # The assignment is tracked by the rebalance callbacks, which run in the polling thread: other
         # threads read ``assigned`` without touching the client (whose calls block while it polls).
         self.assigned: frozenset[tuple[str, int]] = frozenset()
-        self._consumer.subscribe([settings.topic(t) for t in self.topics], listener=_AssignmentListener(self))
+        self._consumer = self._connect()
+        self._stall_monitor: Any = None  # a LagMonitor, made the first time the consumer looks stalled
         self._dlq = EventProducer(settings, client_id=f"{group_id}-dlq")
         self.dead_lettered = 0
         self.handled = 0
+
+    def _connect(self) -> KafkaConsumer:
+        consumer = KafkaConsumer(**self._config)
+        self._consumer = consumer
+        self._await_topic_metadata()
+        consumer.subscribe([self.settings.topic(t) for t in self.topics], listener=_AssignmentListener(self))
+        return consumer
 
     def _await_topic_metadata(self, timeout_s: float = 30.0) -> None:
         """Know every topic's partitions before joining the group.
@@ -151,15 +158,20 @@ class EventConsumer(Generic[M]):
 
     def run(self, *, max_events: int | None = None, idle_timeout_s: float | None = None) -> None:
         """Consume until stopped (or until ``max_events`` handled, or idle for ``idle_timeout_s``)."""
-        last_activity = time.monotonic()
+        last_activity = last_stall_check = time.monotonic()
         try:
             while not self._stop.is_set():
                 records = self._consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
                 batch = [record for partition_records in records.values() for record in partition_records]
                 if not batch:
                     self.on_idle()
-                    if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
+                    now = time.monotonic()
+                    if idle_timeout_s is not None and now - last_activity > idle_timeout_s:
                         return
+                    if now - max(last_activity, last_stall_check) > self.stall_after_s:
+                        last_stall_check = now
+                        if self._stalled():
+                            self._reconnect()
                     continue
                 last_activity = time.monotonic()
                 try:
@@ -172,8 +184,39 @@ class EventConsumer(Generic[M]):
         finally:
             self.close()
 
+    #: Seconds without a record after which a consumer whose partitions hold messages it has not committed is
+    #: taken for stalled: its client is replaced. (kafka-python 3.0 can lose the connection a fetch needs and then
+    #: wait for it forever, receiving nothing while the partition fills.)
+    stall_after_s: float = 60.0
+
+    def _stalled(self) -> bool:
+        """Whether this member's partitions hold messages past the group's commits: it should have received them."""
+        from services.bus.lag import LagMonitor
+
+        try:
+            self._stall_monitor = self._stall_monitor or LagMonitor(self.settings)
+            behind = self._stall_monitor.partition_lag(self.group_id, sorted(self.assigned))
+        except Exception as exc:  # noqa: BLE001 - the broker is away: not a stall of this client
+            log.info("%s: could not check for a stall: %s", self.group_id, exc)
+            return False
+        if behind:
+            log.warning("%s: %d messages waiting on its partitions and none received in %.0f s: reconnecting",
+                        self.group_id, behind, self.stall_after_s)
+        return behind > 0
+
+    def _reconnect(self) -> None:
+        """Replace the client; nothing uncommitted is in hand, so the new one resumes from the group's commits."""
+        try:
+            self._consumer.close(autocommit=False)
+        except Exception as exc:  # noqa: BLE001 - a client stuck enough to be replaced may fail to close
+            log.warning("%s: closing the stalled client failed: %s", self.group_id, exc)
+        self.assigned = frozenset()
+        self._connect()
+
     def close(self) -> None:
         self._stop.set()
+        if self._stall_monitor is not None:
+            self._stall_monitor.close()
         try:
             self._consumer.close(autocommit=False)
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
+from kafka.errors import CoordinatorNotAvailableError
 from kafka.structs import TopicPartition
 
 from services.settings import Settings
@@ -20,14 +21,17 @@ class LagMonitor:
     def lag(self, group_id: str, topic: str) -> int:
         """Messages of ``topic`` (logical name) that ``group_id`` has not committed yet."""
         name = self.settings.topic(topic)
-        partitions = [TopicPartition(name, p) for p in sorted(self._offsets.partitions_for_topic(name) or ())]
-        if not partitions:
+        return self.partition_lag(group_id, [(name, p) for p in sorted(self._offsets.partitions_for_topic(name) or ())])
+
+    def partition_lag(self, group_id: str, partitions: list[tuple[str, int]]) -> int:
+        """Messages of these (full topic name, partition) pairs that ``group_id`` has not committed."""
+        tps = [TopicPartition(topic, partition) for topic, partition in partitions]
+        if not tps:
             return 0
-        ends = self._offsets.end_offsets(partitions)
-        group = self.settings.group(group_id)
-        committed = self._admin.list_group_offsets({group: partitions}).get(group, {})  # kafka-python 3.x API
+        ends = self._offsets.end_offsets(tps)
+        committed = self._committed(group_id, tps)
         total = 0
-        for tp in partitions:
+        for tp in tps:
             meta = committed.get(tp)
             position = meta.offset if meta is not None and meta.offset >= 0 else self._beginning(tp)
             total += max(0, ends[tp] - position)
@@ -36,8 +40,14 @@ class LagMonitor:
     def consumed(self, group_id: str) -> bool:
         """Whether ``group_id`` has ever committed an offset (a group whose service does not run in this loop, the
         index updater of an arithmetic loop say, has not: its "lag" would be every message of its topics)."""
+        return bool(self._committed(group_id, None))
+
+    def _committed(self, group_id: str, partitions: list[TopicPartition] | None) -> dict:
         group = self.settings.group(group_id)
-        return bool(self._admin.list_group_offsets({group: None}).get(group))
+        try:
+            return self._admin.list_group_offsets({group: partitions}).get(group, {})
+        except CoordinatorNotAvailableError:  # no group has committed on this cluster yet: nor has this one
+            return {}
 
     def _beginning(self, tp: TopicPartition) -> int:
         return self._offsets.beginning_offsets([tp])[tp]

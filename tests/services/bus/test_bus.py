@@ -213,3 +213,18 @@ def test_lag_counts_what_a_group_has_not_committed_and_knows_a_group_that_never_
         assert len(collector.messages()) == 5
     finally:
         monitor.close()
+
+
+def test_a_consumer_that_receives_nothing_while_its_partitions_fill_replaces_its_client(settings):
+    create_topics(settings)
+    collector = Collector(settings, ["loop.candidates"])
+    collector.stall_after_s = 2.0
+    original = collector._consumer
+    with running(collector):
+        wait_until(lambda: collector.assigned, timeout=60, what="an assignment")
+        original.pause(*original.assignment())  # the client stops fetching, as a client that lost its connection
+        with EventProducer(settings) as producer:
+            for i in range(3):
+                producer.publish(candidate(i))
+        wait_until(lambda: len(collector.messages()) == 3, timeout=90, what="the messages, through a new client")
+    assert collector._consumer is not original
