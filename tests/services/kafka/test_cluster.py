@@ -42,10 +42,9 @@ def topic_layout(bootstrap: str, topic: str) -> tuple[list[int], str]:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         [described] = admin.describe_topics([topic])
-        replicas = [len(p["replicas"]) for p in described["partitions"]]
-        [config] = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-        values = {entry[0]: entry[1] for entry in config.resources[0][4]}
-        return replicas, values["min.insync.replicas"]
+        replicas = [len(p["replica_nodes"]) for p in described["partitions"]]
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])  # the topic's own settings
+        return replicas, configs["topic"][topic]["min.insync.replicas"]["value"]
     finally:
         admin.close()
 
