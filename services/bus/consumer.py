@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import signal
 import threading
 import time
@@ -27,6 +28,7 @@ from services.bus.producer import EventProducer
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
+STUCK_POLL_EXIT_CODE = 70  # EX_SOFTWARE: a client stuck inside poll (EventConsumer.stuck_poll_exit_s)
 
 
 class Interrupted(Exception):
@@ -108,7 +110,7 @@ class EventConsumer(Generic[M]):
         # threads read ``assigned`` without touching the client (whose calls block while it polls).
         self.assigned: frozenset[tuple[str, int]] = frozenset()
         self._consumer = self._connect()
-        self._stall_monitor: Any = None  # a LagMonitor, made the first time the consumer looks stalled
+        self._poll_began: float | None = None  # while a poll runs: when it began (read by the watchdog)
         self._dlq = EventProducer(settings, client_id=f"{group_id}-dlq")
         self.dead_lettered = 0
         self.handled = 0
@@ -158,20 +160,19 @@ class EventConsumer(Generic[M]):
 
     def run(self, *, max_events: int | None = None, idle_timeout_s: float | None = None) -> None:
         """Consume until stopped (or until ``max_events`` handled, or idle for ``idle_timeout_s``)."""
-        last_activity = last_stall_check = time.monotonic()
+        last_activity = time.monotonic()
+        if threading.current_thread() is threading.main_thread() and self.stuck_poll_exit_s is not None:
+            threading.Thread(target=self._watch_polls, name=f"{self.group_id}-poll-watchdog", daemon=True).start()
         try:
             while not self._stop.is_set():
+                self._poll_began = time.monotonic()
                 records = self._consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
+                self._poll_began = None
                 batch = [record for partition_records in records.values() for record in partition_records]
                 if not batch:
                     self.on_idle()
-                    now = time.monotonic()
-                    if idle_timeout_s is not None and now - last_activity > idle_timeout_s:
+                    if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
                         return
-                    if now - max(last_activity, last_stall_check) > self.stall_after_s:
-                        last_stall_check = now
-                        if self._stalled():
-                            self._reconnect()
                     continue
                 last_activity = time.monotonic()
                 try:
@@ -184,39 +185,25 @@ class EventConsumer(Generic[M]):
         finally:
             self.close()
 
-    #: Seconds without a record after which a consumer whose partitions hold messages it has not committed is
-    #: taken for stalled: its client is replaced. (kafka-python 3.0 can lose the connection a fetch needs and then
-    #: wait for it forever, receiving nothing while the partition fills.)
-    stall_after_s: float = 60.0
+    #: A poll that has not returned after this many seconds is stuck: the process exits (code 70) so that its
+    #: supervisor starts it again, and the batch it had not committed is delivered again. (kafka-python 3.0 can lose
+    #: the connection a fetch needs and wait for it inside ``poll`` forever, receiving nothing while the partitions
+    #: fill.) Only a consumer running in its process's main thread, a service, is watched; None: never.
+    stuck_poll_exit_s: float | None = 120.0
 
-    def _stalled(self) -> bool:
-        """Whether this member's partitions hold messages past the group's commits: it should have received them."""
-        from services.bus.lag import LagMonitor
-
-        try:
-            self._stall_monitor = self._stall_monitor or LagMonitor(self.settings)
-            behind = self._stall_monitor.partition_lag(self.group_id, sorted(self.assigned))
-        except Exception as exc:  # noqa: BLE001 - the broker is away: not a stall of this client
-            log.info("%s: could not check for a stall: %s", self.group_id, exc)
-            return False
-        if behind:
-            log.warning("%s: %d messages waiting on its partitions and none received in %.0f s: reconnecting",
-                        self.group_id, behind, self.stall_after_s)
-        return behind > 0
-
-    def _reconnect(self) -> None:
-        """Replace the client; nothing uncommitted is in hand, so the new one resumes from the group's commits."""
-        try:
-            self._consumer.close(autocommit=False)
-        except Exception as exc:  # noqa: BLE001 - a client stuck enough to be replaced may fail to close
-            log.warning("%s: closing the stalled client failed: %s", self.group_id, exc)
-        self.assigned = frozenset()
-        self._connect()
+    def _watch_polls(self) -> None:
+        while not self._stop.wait(1.0):
+            began = self._poll_began
+            if began is not None and self.stuck_poll_exit_s is not None \
+                    and time.monotonic() - began > self.stuck_poll_exit_s:
+                log.error("%s: a poll has not returned in %.0f s; exiting so that the supervisor starts a fresh "
+                          "client (nothing uncommitted is lost: the batch is delivered again)",
+                          self.group_id, time.monotonic() - began)
+                logging.shutdown()
+                os._exit(STUCK_POLL_EXIT_CODE)
 
     def close(self) -> None:
         self._stop.set()
-        if self._stall_monitor is not None:
-            self._stall_monitor.close()
         try:
             self._consumer.close(autocommit=False)
         finally:

@@ -215,16 +215,26 @@ def test_lag_counts_what_a_group_has_not_committed_and_knows_a_group_that_never_
         monitor.close()
 
 
-def test_a_consumer_that_receives_nothing_while_its_partitions_fill_replaces_its_client(settings):
+def test_a_service_whose_poll_never_returns_exits_for_its_supervisor_to_restart(settings):
+    import subprocess
+    import sys
+
+    from services.bus.consumer import STUCK_POLL_EXIT_CODE
+
     create_topics(settings)
-    collector = Collector(settings, ["loop.candidates"])
-    collector.stall_after_s = 2.0
-    original = collector._consumer
-    with running(collector):
-        wait_until(lambda: collector.assigned, timeout=60, what="an assignment")
-        original.pause(*original.assignment())  # the client stops fetching, as a client that lost its connection
-        with EventProducer(settings) as producer:
-            for i in range(3):
-                producer.publish(candidate(i))
-        wait_until(lambda: len(collector.messages()) == 3, timeout=90, what="the messages, through a new client")
-    assert collector._consumer is not original
+    script = (
+        "import sys, time\n"
+        "from services.bus import EventConsumer\n"
+        "from services.settings import Settings\n"
+        "class Worker(EventConsumer):\n"
+        "    def handle(self, events): pass\n"
+        "worker = Worker(Settings.model_validate_json(sys.argv[1]), topics=['loop.candidates'], group_id='stuck')\n"
+        "worker.stuck_poll_exit_s = 2.0\n"
+        "worker._consumer.poll = lambda **_: time.sleep(3600)  # a client stuck inside poll, as kafka-python 3.0's\n"
+        "worker.run()\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script, settings.model_dump_json()], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == STUCK_POLL_EXIT_CODE, done.stderr[-2000:]
+    assert "a poll has not returned" in done.stderr and time.monotonic() - started < 60
