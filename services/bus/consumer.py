@@ -105,22 +105,16 @@ class EventConsumer(Generic[M]):
         )
         config.update(consumer_options or {})
         config.setdefault("metadata_max_age_ms", 30_000)  # topics created later are seen within 30 s
-        self._config = config
         # The assignment is tracked by the rebalance callbacks, which run in the polling thread: other
         # threads read ``assigned`` without touching the client (whose calls block while it polls).
         self.assigned: frozenset[tuple[str, int]] = frozenset()
-        self._consumer = self._connect()
+        self._consumer = KafkaConsumer(**config)
+        self._await_topic_metadata()
+        self._consumer.subscribe([settings.topic(t) for t in self.topics], listener=_AssignmentListener(self))
         self._poll_began: float | None = None  # while a poll runs: when it began (read by the watchdog)
         self._dlq = EventProducer(settings, client_id=f"{group_id}-dlq")
         self.dead_lettered = 0
         self.handled = 0
-
-    def _connect(self) -> KafkaConsumer:
-        consumer = KafkaConsumer(**self._config)
-        self._consumer = consumer
-        self._await_topic_metadata()
-        consumer.subscribe([self.settings.topic(t) for t in self.topics], listener=_AssignmentListener(self))
-        return consumer
 
     def _await_topic_metadata(self, timeout_s: float = 30.0) -> None:
         """Know every topic's partitions before joining the group.
