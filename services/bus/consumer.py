@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Generic, Iterable, TypeVar
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from sqlalchemy.exc import OperationalError
 
@@ -108,13 +108,21 @@ class EventConsumer(Generic[M]):
         # The assignment is tracked by the rebalance callbacks, which run in the polling thread: other
         # threads read ``assigned`` without touching the client (whose calls block while it polls).
         self.assigned: frozenset[tuple[str, int]] = frozenset()
-        self._consumer = KafkaConsumer(**config)
-        self._await_topic_metadata()
-        self._consumer.subscribe([settings.topic(t) for t in self.topics], listener=_AssignmentListener(self))
+        self._config = config
+        self._consumer = self._subscribed_client()
         self._poll_began: float | None = None  # while a poll runs: when it began (read by the watchdog)
+        self._last_records = time.monotonic()  # when a poll last returned records (or the client was made)
+        self._suspect_since: float | None = None  # when the stall check first found records it had not received
+        self.fresh_clients = 0
         self._dlq = EventProducer(settings, client_id=f"{group_id}-dlq")
         self.dead_lettered = 0
         self.handled = 0
+
+    def _subscribed_client(self) -> KafkaConsumer:
+        self._consumer = KafkaConsumer(**self._config)
+        self._await_topic_metadata()
+        self._consumer.subscribe([self.settings.topic(t) for t in self.topics], listener=_AssignmentListener(self))
+        return self._consumer
 
     def _await_topic_metadata(self, timeout_s: float = 30.0) -> None:
         """Know every topic's partitions before joining the group.
@@ -164,11 +172,13 @@ class EventConsumer(Generic[M]):
                 self._poll_began = None
                 batch = [record for partition_records in records.values() for record in partition_records]
                 if not batch:
+                    self._check_stall()
                     self.on_idle()
                     if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
                         return
                     continue
-                last_activity = time.monotonic()
+                last_activity = self._last_records = time.monotonic()
+                self._suspect_since = None
                 try:
                     self._process(batch)
                 except Interrupted:
@@ -195,6 +205,51 @@ class EventConsumer(Generic[M]):
                           self.group_id, time.monotonic() - began)
                 logging.shutdown()
                 os._exit(STUCK_POLL_EXIT_CODE)
+
+    #: Polls that return nothing for this many seconds while the broker holds records past the positions of the
+    #: partitions assigned here mean a client that stopped fetching (kafka-python 3.0 can leave a partition waiting on
+    #: an offset reset or a fetch that never completes): the client is closed, nothing committed, and a fresh one
+    #: joins the group and resumes from the committed offsets. None: never checked.
+    stall_after_s: float | None = 60.0
+
+    def _check_stall(self) -> None:
+        now = time.monotonic()
+        if self.stall_after_s is None or not self.assigned or now - self._last_records < self.stall_after_s:
+            return
+        if self._suspect_since is not None and now - self._suspect_since < min(10.0, self.stall_after_s):
+            return  # suspected: a few more polls to receive what is there before the second look
+        behind = self._partitions_behind()
+        if not behind:
+            self._suspect_since = None
+            self._last_records = now  # caught up: the next look is a stall period from now
+        elif self._suspect_since is None:
+            self._suspect_since = now
+        else:
+            log.error("%s: no records for %.0f s while %d assigned partitions have records past their positions; "
+                      "closing the client and joining with a fresh one (nothing uncommitted is lost)",
+                      self.group_id, now - self._last_records, len(behind))
+            self._fresh_client()
+
+    def _partitions_behind(self) -> list[TopicPartition]:
+        partitions = [TopicPartition(topic, partition) for topic, partition in sorted(self.assigned)]
+        try:
+            ends = self._consumer.end_offsets(partitions, timeout_ms=10_000)
+            positions = {tp: self._consumer.position(tp, timeout_ms=5_000) for tp in partitions}
+        except KafkaError as exc:
+            log.warning("%s: could not compare positions with end offsets (%s)", self.group_id, exc)
+            return []
+        return [tp for tp in partitions if ends.get(tp, 0) > (positions[tp] if positions[tp] is not None else 0)]
+
+    def _fresh_client(self) -> None:
+        try:
+            self._consumer.close(autocommit=False)
+        except Exception:  # noqa: BLE001 - a client that misbehaves may fail to close too; it is dropped anyway
+            log.exception("%s: closing the stalled client failed", self.group_id)
+        self.assigned = frozenset()
+        self._subscribed_client()
+        self._last_records = time.monotonic()
+        self._suspect_since = None
+        self.fresh_clients += 1
 
     def close(self) -> None:
         self._stop.set()

@@ -238,3 +238,25 @@ def test_a_service_whose_poll_never_returns_exits_for_its_supervisor_to_restart(
                           timeout=120)
     assert done.returncode == STUCK_POLL_EXIT_CODE, done.stderr[-2000:]
     assert "a poll has not returned" in done.stderr and time.monotonic() - started < 60
+
+
+def test_a_client_that_stops_fetching_is_replaced_and_nothing_is_lost_or_doubled(settings):
+    create_topics(settings)
+    collector = Collector(settings, ["loop.candidates"])
+    collector.stall_after_s = 2.0
+    with running(collector):
+        wait_until(lambda: collector.assigned_count() == 8, timeout=150, what="the partitions")
+        with EventProducer(settings) as producer:
+            for i in range(20):
+                producer.publish(candidate(i))
+        wait_until(lambda: len(collector.events) == 20, timeout=60, what="the first messages")
+        # The client goes on answering polls but hands over nothing, as a kafka-python 3.0 client whose fetches
+        # stopped: the records wait on the broker past the positions of its partitions.
+        collector._consumer.poll = lambda **_: (time.sleep(0.1), {})[1]
+        with EventProducer(settings) as producer:
+            for i in range(20, 60):
+                producer.publish(candidate(i))
+        wait_until(lambda: len(collector.events) >= 60, timeout=120, what="the messages sent while the client stalled")
+    seen = Counter(m.sample_id for m in collector.messages())
+    assert len(seen) == 60 and max(seen.values()) == 1
+    assert collector.fresh_clients == 1
