@@ -239,9 +239,13 @@ class Controller(EventConsumer[Verdict | AdapterEvent | EvalResult | JobEvent]):
                 "parent_id": state.promoted_id, "parent_path": state.promoted_path,
                 "family_options": {policy.family: policy.family_options}, "target": state.target,
             }, settings=self.settings)
-            log.info("round %d: %d accepted; training job %s (%s)", state.round, state.accepted_in_round,
-                     state.training_job, "continuing the promoted adapter" if self.lora().get("init") == "parent"
-                     else "a fresh adapter")
+            log.info("round %d: %d accepted of %d verified; training job %s (%s)", state.round,
+                     state.accepted_in_round, state.verified_in_round, state.training_job,
+                     "continuing the promoted adapter" if self.lora().get("init") == "parent" else "a fresh adapter")
+            if policy.retrain_after_verified:
+                # A round trained before all its problems were asked (empty_round_after) asks for no more of them:
+                # they would compete with the training for the machine and keep nothing.
+                state.requested_in_round = max(state.requested_in_round, policy.problems_per_round)
         if state.requested_in_round < policy.problems_per_round and self.lag.lag(GENERATOR_GROUP, GenerateRequest.topic) < policy.max_outstanding_requests:
             count = min(policy.request_size, policy.problems_per_round - state.requested_in_round)
             request = GenerateRequest(
