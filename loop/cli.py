@@ -6,6 +6,8 @@ Run it:
                                       controller), show live progress; Ctrl-C or SIGTERM stops it cleanly;
                                       running it again resumes where it stopped
     loopctl model bootstrap           train the builtin model now (otherwise `up` does it on first start)
+    loopctl init                      what every service needs before it starts: the topics, the store's tables,
+                                      the base model (compose runs it once, as its init service)
     loopctl tasks                     the task families available (builtin, installed plug-ins) and where each is from
 
 Watch and steer it:
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", help="the builtin model")
     model.add_argument("action", choices=["bootstrap"])
 
+    commands.add_parser("init", help="create the topics and the store's tables, and resolve the base model")
     commands.add_parser("tasks", help="the task families available here, and where each comes from")
     commands.add_parser("status", help="the loop's state, rates and consumer lag")
     commands.add_parser("rounds", help="the per-round table, and its plot")

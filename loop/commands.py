@@ -24,6 +24,22 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Once, before the services start (compose's init service): each would do it on its own too, but at once they
+    would race to create the same tables and train the same builtin model."""
+    from services.bus import create_topics
+    from services.store.db import open_store
+    from workers.model.resolve import base_model_dir
+
+    settings = get_settings()
+    created = create_topics(settings)
+    print(f"topics: {len(created)} created, the others existed")
+    open_store(settings).dispose()
+    print(f"store: tables ready at {settings.store_url.split('@')[-1]}")
+    print(f"model: {base_model_dir(settings)}")
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from tasks import available_families
 

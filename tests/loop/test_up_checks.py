@@ -54,3 +54,29 @@ def test_the_embedded_default_generates_its_api_token_once_and_keeps_it_private(
     assert Settings(api_token=token).api_token == token  # long enough for the API to accept it
     (tmp_path / "other").mkdir()
     assert embedded_token(tmp_path / "other") != token  # another loop, another token
+
+
+@pytest.mark.kafka
+def test_init_creates_the_topics_and_tables_and_resolves_the_model(settings, tiny_trained_model):
+    from sqlalchemy import inspect
+
+    from schemas.tables import Adapter, Sample
+    from services.bus.topics import topic_names
+    from services.store.db import make_engine
+    from tests.loop.conftest import service_env
+
+    def init(model_dir: Path) -> subprocess.CompletedProcess:
+        env = service_env(settings.model_copy(update={"model_dir": model_dir}))
+        return subprocess.run([sys.executable, "-m", "loop.cli", "init"], cwd=REPO, capture_output=True, text=True,
+                              timeout=120, env=env)
+
+    first = init(tiny_trained_model)
+    assert first.returncode == 0, first.stderr
+    assert f"topics: {len(topic_names(settings))} created" in first.stdout
+    assert f"model: {tiny_trained_model}" in first.stdout
+    tables = set(inspect(make_engine(settings.store_url)).get_table_names())
+    assert {Sample.__tablename__, Adapter.__tablename__} <= tables
+    again = init(tiny_trained_model)  # the init service of a stack brought down and up again
+    assert again.returncode == 0 and "topics: 0 created" in again.stdout, again.stderr
+    failed = init(settings.data_dir / "nowhere")  # a model path that is not a model: the stack does not start
+    assert failed.returncode != 0 and "is not a Hugging Face model directory" in failed.stderr
