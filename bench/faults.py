@@ -47,17 +47,16 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 from sqlalchemy import func  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
 
 from loop.policy import LoopPolicy, promotion_gate  # noqa: E402
 from schemas.messages import ACTIVE_JOB_STATES, CONSUMER_GROUPS, EvalScore  # noqa: E402
-from schemas.tables import Adapter, EvalRecord, Job, Sample  # noqa: E402
-from services.bus.codec import UndecodableMessage, decode_message  # noqa: E402
+from schemas.tables import EvalRecord, Job, Sample  # noqa: E402
 from services.bus.lag import LagMonitor  # noqa: E402
 from services.kafka.launcher import KafkaBroker  # noqa: E402
 from services.settings import Settings  # noqa: E402
+from services.store.audit import audit, decoded  # noqa: E402
 from services.store.db import open_store  # noqa: E402
 
 SERVICES = {  # the module each service runs, as its command line names it
@@ -157,34 +156,6 @@ def inject(kind: str, loop: Loop, rng: random.Random, poison_no: int) -> tuple[s
     return f"kill: SIGKILL of the {name}", []
 
 
-def read_topic(settings: Settings, topic: str) -> list:
-    """Every record of a topic, from the beginning to its end now."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    try:
-        name = settings.topic(topic)
-        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        records: list = []
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            for batch in consumer.poll(timeout_ms=1000, max_records=5000).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
-
-
-def decoded(settings: Settings, topic: str) -> list:
-    messages = []
-    for record in read_topic(settings, topic):
-        try:
-            messages.append(decode_message(topic, record.value, max_bytes=settings.max_message_bytes))
-        except UndecodableMessage:
-            continue
-    return messages
-
-
 def drain_store_writer(settings: Settings, env: dict) -> None:
     writer = subprocess.Popen([sys.executable, "-m", "services.store"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -203,17 +174,7 @@ def drain_store_writer(settings: Settings, env: dict) -> None:
 def check(loop: Loop, env: dict, markers: list[str]) -> dict:
     settings = loop.settings
     drain_store_writer(settings, env)
-    candidates = {m.sample_id for m in decoded(settings, "loop.candidates")}
-    last_verdict = {m.sample_id: m for m in decoded(settings, "loop.verdicts")}  # one partition per key: in order
-    adapters = {m.adapter_id: m.status for m in decoded(settings, "loop.adapters")}
-    with Session(loop.store) as session:
-        rows = {s.id: s for s in session.exec(select(Sample))}
-        stored_adapters = {a.id: a.status for a in session.exec(select(Adapter))}
-    lost = len(candidates - rows.keys())
-    doubled = len(rows.keys() - candidates)  # rows that no candidate made
-    unreflected = sum(1 for key, v in last_verdict.items() if key not in rows
-                      or rows[key].status != ("accepted" if v.accepted else "rejected"))
-    missing_adapters = sum(1 for key, status in adapters.items() if stored_adapters.get(key) != status)
+    store = audit(settings, loop.store)
     letters = decoded(settings, "loop.dlq")
     raw = [base64.b64decode(letter.raw_b64) + (letter.source_key or "").encode() for letter in letters]
     in_dlq = sum(1 for marker in markers if any(marker.encode() in r for r in raw))
@@ -222,8 +183,7 @@ def check(loop: Loop, env: dict, markers: list[str]) -> dict:
         writer_lag = sum(monitor.lag("store-writer", t) for t in CONSUMER_GROUPS["store-writer"])
     finally:
         monitor.close()
-    return {"candidates": len(candidates), "rows": len(rows), "lost": lost + unreflected + missing_adapters,
-            "doubled": doubled, "unreflected_verdicts": unreflected, "missing_adapters": missing_adapters,
+    return {**store.as_dict(), "lost": store.lost + store.unreflected_verdicts + store.missing_adapters,
             "writer_lag": writer_lag, "in_dlq": in_dlq, "poisoned": len(markers),
             "bad_promotions": bad_promotions(loop.data_dir)}
 

@@ -13,6 +13,8 @@ Run it:
 Watch and steer it:
     loopctl status                    current adapter, difficulty, rates, consumer lag per group
     loopctl rounds                    the per-round table (and the plot beside the data directory's loop state)
+    loopctl audit                     the store against the topics: every candidate one row, every verdict and
+                                      adapter event reflected (exit 1 where not)
     loopctl samples [--status accepted] [--family F] [--difficulty D] [--adapter A] [--limit N]
     loopctl retrain [--steps N] [--init base|parent]           start a training job now; prints its id
     loopctl jobs [JOB_ID] [--cancel]  list jobs, show one, or cancel it
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("tasks", help="the task families available here, and where each comes from")
     commands.add_parser("status", help="the loop's state, rates and consumer lag")
     commands.add_parser("rounds", help="the per-round table, and its plot")
+    commands.add_parser("audit", help="the store against the topics: nothing lost, nothing doubled")
 
     samples = commands.add_parser("samples", help="list samples from the store")
     samples.add_argument("--status", choices=["pending", "accepted", "rejected"])

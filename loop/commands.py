@@ -40,6 +40,26 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Once the store writer has caught up: the topics' candidates, verdicts and adapter events against the store."""
+    from schemas.messages import CONSUMER_GROUPS
+    from services.bus.lag import LagMonitor
+    from services.store.audit import audit
+    from services.store.db import open_store
+
+    settings = get_settings()
+    monitor = LagMonitor(settings)
+    try:
+        behind = sum(monitor.lag("store-writer", topic) for topic in CONSUMER_GROUPS["store-writer"])
+    finally:
+        monitor.close()
+    result = audit(settings, open_store(settings))
+    print(json.dumps({**result.as_dict(), "store_writer_lag": behind, "ok": result.ok}))
+    if behind:
+        print(f"the store writer has {behind} messages to go: what it has not stored yet counts as lost")
+    return 0 if result.ok else 1
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from tasks import available_families
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
-from kafka.errors import CoordinatorNotAvailableError
+from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError
 from kafka.structs import TopicPartition
 
 from services.settings import Settings
@@ -44,10 +46,18 @@ class LagMonitor:
 
     def _committed(self, group_id: str, partitions: list[TopicPartition] | None) -> dict:
         group = self.settings.group(group_id)
-        try:
-            return self._admin.list_group_offsets({group: partitions}).get(group, {})
-        except CoordinatorNotAvailableError:  # no group has committed on this cluster yet: nor has this one
-            return {}
+        deadline = time.monotonic() + 15.0
+        while True:
+            try:
+                return self._admin.list_group_offsets({group: partitions}).get(group, {})
+            except CoordinatorNotAvailableError:  # no group has committed on this cluster yet: nor has this one
+                return {}
+            except (NotCoordinatorError, CoordinatorLoadInProgressError):
+                # The group's coordinator moved or is still loading the offsets (a fresh cluster, a broker that
+                # restarted): asked again, it answers within seconds.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def _beginning(self, tp: TopicPartition) -> int:
         return self._offsets.beginning_offsets([tp])[tp]
