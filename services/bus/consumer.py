@@ -234,11 +234,18 @@ class EventConsumer(Generic[M]):
         partitions = [TopicPartition(topic, partition) for topic, partition in sorted(self.assigned)]
         try:
             ends = self._consumer.end_offsets(partitions, timeout_ms=10_000)
-            positions = {tp: self._consumer.position(tp, timeout_ms=5_000) for tp in partitions}
-        except KafkaError as exc:
-            log.warning("%s: could not compare positions with end offsets (%s)", self.group_id, exc)
+        except KafkaError as exc:  # the broker is away: that is no stall of this client
+            log.warning("%s: could not read the end offsets (%s)", self.group_id, exc)
             return []
-        return [tp for tp in partitions if ends.get(tp, 0) > (positions[tp] if positions[tp] is not None else 0)]
+        behind = []
+        for tp in partitions:
+            try:
+                position = self._consumer.position(tp, timeout_ms=5_000)
+            except KafkaError:  # a position the client cannot settle (an offset reset that never completes)
+                position = None
+            if ends.get(tp, 0) > (position or 0):
+                behind.append(tp)
+        return behind
 
     def _fresh_client(self) -> None:
         try:
