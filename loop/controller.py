@@ -298,12 +298,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m loop.controller", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--policy", type=Path, help="a JSON file of LoopPolicy fields")
+    parser.add_argument("--policy", type=Path, help="a JSON file of LoopPolicy fields (default: the data "
+                        "directory's loop/policy.json where there is one, as the generators and verifiers read it; "
+                        "else the default policy)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    policy = LoopPolicy.model_validate_json(args.policy.read_text()) if args.policy else LoopPolicy()
-    controller = Controller(get_settings(), policy)
+    settings = get_settings()
+    path = args.policy or (settings.policy_file if settings.policy_file.exists() else None)
+    policy = LoopPolicy.model_validate_json(path.read_text()) if path else LoopPolicy()
+    log.info("policy: %s", path or "the default")
+    controller = Controller(settings, policy)
     controller.install_signal_handlers()
     controller.run()
     return 0

@@ -14,12 +14,26 @@ def test_infrastructure_is_healthchecked():
         assert "healthcheck" in COMPOSE["services"][name], name
 
 
-def test_project_services_wait_for_healthy_infrastructure():
-    project = {name: s for name, s in COMPOSE["services"].items() if name not in INFRA}
+def test_project_services_wait_for_healthy_infrastructure_and_the_init_service():
+    project = {name: s for name, s in COMPOSE["services"].items() if name not in INFRA | {"init"}}
     assert project
     for name, service in project.items():
-        depends = service["depends_on"]
-        assert {dep: cond["condition"] for dep, cond in depends.items()} == dict.fromkeys(INFRA, "service_healthy"), name
+        depends = {dep: cond["condition"] for dep, cond in service["depends_on"].items()}
+        assert depends == {**dict.fromkeys(INFRA, "service_healthy"), "init": "service_completed_successfully"}, name
+        assert service["restart"] == "unless-stopped"
+    init = COMPOSE["services"]["init"]
+    assert init["command"] == ["python", "-m", "loop.cli", "init"] and init["restart"] == "no"
+    assert {dep: cond["condition"] for dep, cond in init["depends_on"].items()} == {
+        "kafka": "service_healthy", "postgres": "service_healthy"}
+
+
+def test_the_data_volume_is_mounted_where_it_is_used_and_kafka_keeps_its_log_on_its_volume():
+    services = COMPOSE["services"]
+    assert services["store-writer"]["volumes"] == []  # its store is PostgreSQL
+    for name in ("init", "generator", "jobs-worker", "controller", "verifier", "api"):
+        assert services[name]["volumes"] == ["loop-data:/data"], name
+    assert services["kafka"]["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+    assert services["kafka"]["volumes"] == ["kafka-data:/var/lib/kafka/data"]
 
 
 def test_secrets_are_required_not_defaulted():
