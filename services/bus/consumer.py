@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Generic, Iterable, TypeVar
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from sqlalchemy.exc import OperationalError
 
@@ -56,9 +56,11 @@ class _AssignmentListener(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked) -> None:
         self.owner.assigned = frozenset()
+        self.owner._unsuspect()
 
     def on_partitions_assigned(self, assigned) -> None:
         self.owner.assigned = frozenset((tp.topic, tp.partition) for tp in assigned)
+        self.owner._unsuspect()  # new partitions may hold a previous owner's backlog: a stall period from now
         log.info("%s: assigned %d partitions", self.owner.group_id, len(assigned))
 
 
@@ -112,7 +114,10 @@ class EventConsumer(Generic[M]):
         self._consumer = self._subscribed_client()
         self._poll_began: float | None = None  # while a poll runs: when it began (read by the watchdog)
         self._last_records = time.monotonic()  # when a poll last returned records (or the client was made)
-        self._suspect_since: float | None = None  # when the stall check first found records it had not received
+        # What the stall check's first look found behind (partition -> its position then), and when that look ended.
+        self._suspect: dict[TopicPartition, int | None] | None = None
+        self._suspect_at = 0.0
+        self._started_ms = int(time.time() * 1000)  # where a replacement client resumes a partition never committed
         self.fresh_clients = 0
         self._dlq = EventProducer(settings, client_id=f"{group_id}-dlq")
         self.dead_lettered = 0
@@ -178,12 +183,13 @@ class EventConsumer(Generic[M]):
                         return
                     continue
                 last_activity = self._last_records = time.monotonic()
-                self._suspect_since = None
+                self._unsuspect()
                 try:
                     self._process(batch)
                 except Interrupted:
                     return  # nothing committed: the batch is delivered again, to us or to another member
                 self._commit()
+                self._last_records = time.monotonic()  # a long batch is no time without records
                 if max_events is not None and self.handled + self.dead_lettered >= max_events:
                     return
         finally:
@@ -208,55 +214,96 @@ class EventConsumer(Generic[M]):
 
     #: Polls that return nothing for this many seconds while the broker holds records past the positions of the
     #: partitions assigned here mean a client that stopped fetching (kafka-python 3.0 can leave a partition waiting on
-    #: an offset reset or a fetch that never completes): the client is closed, nothing committed, and a fresh one
-    #: joins the group and resumes from the committed offsets. None: never checked.
+    #: an offset reset or a fetch that never completes). A first look notes which partitions are behind and where; if
+    #: ten seconds of polls later the same ones are still behind at the same positions, the client is closed without
+    #: committing and a fresh one joins the group and resumes from the committed offsets (a partition this group never
+    #: committed resumes at the records written since this consumer started, not at the end). None: never checked.
     stall_after_s: float | None = 60.0
+    _SECOND_LOOK_S = 10.0
+
+    def _unsuspect(self) -> None:
+        self._suspect = None
+        self._last_records = time.monotonic()
 
     def _check_stall(self) -> None:
         now = time.monotonic()
         if self.stall_after_s is None or not self.assigned or now - self._last_records < self.stall_after_s:
             return
-        if self._suspect_since is not None and now - self._suspect_since < min(10.0, self.stall_after_s):
+        if self._suspect is not None and now - self._suspect_at < min(self._SECOND_LOOK_S, self.stall_after_s):
             return  # suspected: a few more polls to receive what is there before the second look
         behind = self._partitions_behind()
-        if not behind:
-            self._suspect_since = None
-            self._last_records = now  # caught up: the next look is a stall period from now
-        elif self._suspect_since is None:
-            self._suspect_since = now
-        else:
-            log.error("%s: no records for %.0f s while %d assigned partitions have records past their positions; "
-                      "closing the client and joining with a fresh one (nothing uncommitted is lost)",
-                      self.group_id, now - self._last_records, len(behind))
-            self._fresh_client()
+        if self._suspect is None:
+            if behind:
+                self._suspect, self._suspect_at = behind, time.monotonic()
+            else:
+                self._last_records = time.monotonic()  # caught up: the next look is a stall period from now
+            return
+        stuck = {tp for tp, position in behind.items() if tp in self._suspect and self._suspect[tp] == position}
+        if not stuck:
+            self._unsuspect()  # something moved, or nothing is behind any more
+            return
+        log.error("%s: no records for %.0f s while %d assigned partitions stay behind at the same positions; "
+                  "closing the client and joining with a fresh one (nothing uncommitted is lost)",
+                  self.group_id, now - self._last_records, len(stuck))
+        self._fresh_client()
 
-    def _partitions_behind(self) -> list[TopicPartition]:
+    def _partitions_behind(self) -> dict[TopicPartition, int | None]:
+        """The assigned partitions whose end offset is past this client's position, with that position (None where
+        the client cannot settle one). Bounded: one look takes at most about 20 s."""
         partitions = [TopicPartition(topic, partition) for topic, partition in sorted(self.assigned)]
         try:
             ends = self._consumer.end_offsets(partitions, timeout_ms=10_000)
         except KafkaError as exc:  # the broker is away: that is no stall of this client
             log.warning("%s: could not read the end offsets (%s)", self.group_id, exc)
-            return []
-        behind = []
+            return {}
+        deadline = time.monotonic() + 10.0
+        behind: dict[TopicPartition, int | None] = {}
         for tp in partitions:
+            left_ms = int((deadline - time.monotonic()) * 1000)
             try:
-                position = self._consumer.position(tp, timeout_ms=5_000)
+                position = self._consumer.position(tp, timeout_ms=max(left_ms, 100))
             except KafkaError:  # a position the client cannot settle (an offset reset that never completes)
                 position = None
             if ends.get(tp, 0) > (position or 0):
-                behind.append(tp)
+                behind[tp] = position
         return behind
 
+    def _commit_where_started(self) -> None:
+        """Before a replacement: a consumer that starts at the end of new partitions (``from_beginning=False``) must
+        not skip what was written while the stalled client received nothing. Where its group committed nothing yet,
+        commit the first offset written since this consumer started, for the fresh client to resume from."""
+        if self._config.get("auto_offset_reset") != "latest" or not self.assigned:
+            return
+        try:
+            partitions = [TopicPartition(topic, partition) for topic, partition in sorted(self.assigned)]
+            uncommitted = [tp for tp in partitions if self._consumer.committed(tp, timeout_ms=5_000) is None]
+            if not uncommitted:
+                return
+            found = self._consumer.offsets_for_times({tp: self._started_ms for tp in uncommitted}, timeout_ms=10_000)
+            ends = self._consumer.end_offsets(uncommitted, timeout_ms=10_000)
+            self._consumer.commit({tp: OffsetAndMetadata(found[tp].offset if found.get(tp) else ends[tp], "", -1)
+                                   for tp in uncommitted}, timeout_ms=10_000)
+        except KafkaError as exc:
+            log.warning("%s: could not commit where the uncommitted partitions start (%s); the fresh client starts "
+                        "them at the end", self.group_id, exc)
+
     def _fresh_client(self) -> None:
+        self._commit_where_started()
         try:
             self._consumer.close(autocommit=False)
         except Exception:  # noqa: BLE001 - a client that misbehaves may fail to close too; it is dropped anyway
             log.exception("%s: closing the stalled client failed", self.group_id)
         self.assigned = frozenset()
-        self._subscribed_client()
-        self._last_records = time.monotonic()
-        self._suspect_since = None
         self.fresh_clients += 1
+        try:
+            self._subscribed_client()
+        except KafkaError:
+            if threading.current_thread() is threading.main_thread():
+                log.exception("%s: no fresh client; exiting for the supervisor to start one", self.group_id)
+                logging.shutdown()
+                os._exit(STUCK_POLL_EXIT_CODE)
+            raise
+        self._unsuspect()
 
     def close(self) -> None:
         self._stop.set()

@@ -260,3 +260,21 @@ def test_a_client_that_stops_fetching_is_replaced_and_nothing_is_lost_or_doubled
     seen = Counter(m.sample_id for m in collector.messages())
     assert len(seen) == 60 and max(seen.values()) == 1
     assert collector.fresh_clients == 1
+
+
+def test_a_consumer_that_starts_at_the_end_and_stalls_before_its_first_record_misses_nothing(settings):
+    # The controller's kind: a new group starts at the end of the log. Replaced before it ever committed, the fresh
+    # client must still read what was written while the stalled one received nothing.
+    create_topics(settings)
+    collector = Collector(settings, ["loop.candidates"], from_beginning=False)
+    collector.stall_after_s = 2.0
+    with running(collector):
+        wait_until(lambda: collector.assigned_count() == 8, timeout=150, what="the partitions")
+        time.sleep(1.0)  # the positions settle at the end of the (empty) log
+        collector._consumer.poll = lambda **_: (time.sleep(0.1), {})[1]
+        with EventProducer(settings) as producer:
+            for i in range(30):
+                producer.publish(candidate(i))
+        wait_until(lambda: len(collector.events) >= 30, timeout=120, what="the messages sent while the client stalled")
+    assert {m.sample_id for m in collector.messages()} == {candidate(i).sample_id for i in range(30)}
+    assert collector.fresh_clients == 1
