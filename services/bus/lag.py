@@ -46,17 +46,22 @@ class LagMonitor:
 
     def _committed(self, group_id: str, partitions: list[TopicPartition] | None) -> dict:
         group = self.settings.group(group_id)
-        deadline = time.monotonic() + 15.0
+        deadline = time.monotonic() + 5.0
         while True:
             try:
                 return self._admin.list_group_offsets({group: partitions}).get(group, {})
             except CoordinatorNotAvailableError:  # no group has committed on this cluster yet: nor has this one
                 return {}
-            except (NotCoordinatorError, CoordinatorLoadInProgressError):
+            except (NotCoordinatorError, CoordinatorLoadInProgressError) as exc:
                 # The group's coordinator moved or is still loading the offsets (a fresh cluster, a broker that
-                # restarted): asked again, it answers within seconds.
+                # restarted): asked again, it answers within seconds. The admin client keeps the coordinator it
+                # found, so a moved one is looked up again by a new client.
                 if time.monotonic() > deadline:
                     raise
+                if isinstance(exc, NotCoordinatorError):
+                    self._admin.close()
+                    self._admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,
+                                                   client_id="loop-lag")
                 time.sleep(0.5)
 
     def _beginning(self, tp: TopicPartition) -> int:
