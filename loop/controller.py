@@ -105,7 +105,8 @@ class Controller(EventConsumer[Verdict | AdapterEvent | EvalResult | JobEvent]):
         for event in events:
             message = event.message
             if isinstance(message, Verdict):
-                if message.family == self.policy.family:
+                # A verdict of an earlier round (problems still in flight when that round trained) is not this one's.
+                if message.family == self.policy.family and message.round in (None, self.state.round):
                     self.count_verdict(message)
             elif isinstance(message, AdapterEvent):
                 self.on_adapter(message)

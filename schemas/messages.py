@@ -120,10 +120,13 @@ class Evidence(BaseModel):
 
 class Verdict(Message):
     topic: ClassVar[str] = "loop.verdicts"
+    # Version 2 carries the candidate's round; a version-1 verdict reads with round None.
+    schema_version: Literal[1, 2] = 2  # type: ignore[assignment]
 
     sample_id: str
     family: str
     accepted: bool
+    round: int | None = Field(default=None, ge=0, description="The round of the candidate (None: not known).")
     label: str | None = Field(default=None, description="The answer chosen to train on, when accepted.")
     checks: list[CheckResult] = Field(default_factory=list)
     evidence: list[Evidence] = Field(default_factory=list)

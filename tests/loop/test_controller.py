@@ -74,3 +74,21 @@ def test_a_rejected_round_makes_the_next_continue_the_promoted_adapter(settings)
         assert not controller.state.last_rejected and controller.lora() == {"steps": 600}
     finally:
         controller.close()
+
+
+def test_verdicts_of_an_earlier_round_do_not_count_in_this_one(settings):
+    from services.bus import Event
+
+    create_topics(settings)
+    controller = Controller(settings, LoopPolicy(min_gain=-1.0))
+    try:
+        controller.state.promoted_scores = [EvalScore(family="arithmetic", difficulty=1, accuracy=1.0, n=10).model_dump()]
+        controller.state.round = 3
+        late = [verdict(i, consistent=True, split=True).model_copy(update={"round": 2}) for i in range(5)]
+        current = [verdict(10 + i, consistent=True, split=True).model_copy(update={"round": 3}) for i in range(4)]
+        unknown = [verdict(20, consistent=False, split=True)]  # a version-1 verdict: no round, counted as before
+        controller.handle([Event(v, Verdict.topic, 0, i, v.key().encode(), 0)
+                           for i, v in enumerate(late + current + unknown)])
+        assert (controller.state.verified_in_round, controller.state.accepted_in_round) == (5, 4)
+    finally:
+        controller.close()

@@ -38,7 +38,7 @@ def test_every_topic_has_a_contract_and_an_example():
 def test_json_round_trip_keeps_every_field(message):
     again = type(message).model_validate_json(message.model_dump_json())
     assert again == message
-    assert again.schema_version == (2 if isinstance(message, Candidate) else 1)
+    assert again.schema_version == (2 if isinstance(message, (Candidate, Verdict)) else 1)
     assert message.key()
 
 
@@ -60,3 +60,10 @@ def test_a_candidate_written_before_related_problems_is_still_read():
     old = {k: v for k, v in EXAMPLES[1].model_dump(mode="json").items() if k != "related"} | {"schema_version": 1}
     again = Candidate.model_validate_json(json.dumps(old))
     assert again.schema_version == 1 and again.related == []
+
+
+def test_a_verdict_written_before_rounds_is_still_read_with_no_round():
+    verdict = next(m for m in EXAMPLES if isinstance(m, Verdict))
+    old = {k: v for k, v in verdict.model_dump(mode="json").items() if k != "round"} | {"schema_version": 1}
+    again = Verdict.model_validate_json(json.dumps(old))
+    assert again.schema_version == 1 and again.round is None

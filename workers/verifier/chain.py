@@ -64,6 +64,7 @@ class VerifierChain:
             sample_id=candidate.sample_id,
             family=candidate.family,
             accepted=accepted,
+            round=candidate.round,
             label=label if accepted else None,
             checks=results,
             evidence=list(evidence.values()),
