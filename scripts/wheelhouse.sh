@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=".venv/bin/python"
 [ -x "$python" ] || python=python3
+# The image's Python is 3.11 (python:3.11-slim, Debian bookworm): wheels for another would not install there.
+"$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "wheelhouse: needs Python 3.11" >&2; exit 1; }
 # Beside the project's dependencies: what building it needs, and what a dependency needs on an older Python 3.11 than
 # this machine's (redis takes async-timeout below 3.11.3: Debian bookworm's python3 is 3.11.2).
 "$python" -m pip wheel --quiet --wheel-dir wheelhouse . "setuptools>=68" wheel "async-timeout>=4.0.3"

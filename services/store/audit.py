@@ -30,7 +30,7 @@ def read_topic(settings: Settings, topic: str) -> list:
         consumer.seek_to_beginning(*partitions)
         ends = consumer.end_offsets(partitions)
         records: list = []
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+        while any((consumer.position(tp, timeout_ms=30_000) or 0) < ends[tp] for tp in partitions):
             for batch in consumer.poll(timeout_ms=1000, max_records=5000).values():
                 records.extend(batch)
         return records
