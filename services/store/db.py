@@ -51,7 +51,10 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, echo=echo, json_serializer=json_text, pool_pre_ping=True)
+    # UTF-8 on the wire whatever the database's encoding: psycopg hands out bytes, not text, on a SQL_ASCII
+    # database (an initdb without a UTF-8 locale makes one), which nothing above the driver expects.
+    return create_engine(url, echo=echo, json_serializer=json_text, pool_pre_ping=True,
+                         connect_args={"client_encoding": "utf8"})
 
 
 def json_text(value: object) -> str:

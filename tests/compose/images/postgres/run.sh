@@ -5,7 +5,7 @@ user=${POSTGRES_USER:-postgres}
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   password=$(mktemp)
   printf '%s' "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}" > "$password"
-  "$bin/initdb" --username="$user" --pwfile="$password" --auth-local=trust --auth-host=scram-sha-256 "$PGDATA"
+  "$bin/initdb" --encoding=UTF8 --locale=C.UTF-8 --username="$user" --pwfile="$password" --auth-local=trust --auth-host=scram-sha-256 "$PGDATA"
   rm -f "$password"
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
   "$bin/pg_ctl" --wait --options="-c listen_addresses=''" start
