@@ -4,6 +4,7 @@ model with its own seed, and the kept labels' precision in every round of every 
     python bench/headline.py --runs 3                      # seeds 1, 2, 3; data in data/bench/headline/seed-N
     python bench/headline.py --runs 1 --minutes 10 --seeds 7
     python bench/headline.py --report data/bench/headline   # the summary of finished runs, nothing run
+    python bench/headline.py --runs 3 --policy P.json       # the same under another policy
 
 Each run prints its rounds (target, kept, kept labels right, agreeing answers a relative contradicted, mastered) and
 what each verifier check caught: among the candidates whose answers agreed (format and self-consistency passed), how
@@ -37,11 +38,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="*", default=None, help="bootstrap seeds (default 1..runs)")
     parser.add_argument("--minutes", type=float, default=30.0, help="the budget of each loopctl up")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "bench" / "headline")
+    parser.add_argument("--policy", type=Path, default=None, help="a policy file for every run (default: the loop's)")
     parser.add_argument("--report", type=Path, default=None, help="summarise the runs under this folder; run nothing")
     return parser.parse_args(argv)
 
 
-def run_one(seed: int, data_dir: Path, minutes: float) -> None:
+def run_one(seed: int, data_dir: Path, minutes: float, policy: Path | None = None) -> None:
     env = {**os.environ, "LOOP_DATA_DIR": str(data_dir)}
     model = data_dir / "models" / "builtin"
     if not (model / "config.json").exists():
@@ -53,7 +55,8 @@ def run_one(seed: int, data_dir: Path, minutes: float) -> None:
         print(f"seed {seed}: {data_dir} already holds a run; reporting it as it is", flush=True)
         return
     with (data_dir / "up.log").open("w") as log:
-        subprocess.run([sys.executable, "-m", "loop.cli", "up", "--minutes", str(minutes), "--api-port", "0"],
+        options = ["--policy", str(policy.resolve())] if policy else []
+        subprocess.run([sys.executable, "-m", "loop.cli", "up", "--minutes", str(minutes), "--api-port", "0", *options],
                        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
 
 
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = args.seeds or list(range(1, args.runs + 1))
         for seed in seeds:
             (out / f"seed-{seed}").mkdir(parents=True, exist_ok=True)
-            run_one(seed, out / f"seed-{seed}", args.minutes)
+            run_one(seed, out / f"seed-{seed}", args.minutes, args.policy)
             print_run(seed, read_run(out / f"seed-{seed}"))
     runs = {seed: read_run(out / f"seed-{seed}") for seed in seeds}
     if args.report:
