@@ -114,8 +114,8 @@ class EventConsumer(Generic[M]):
         self._consumer = self._subscribed_client()
         self._poll_began: float | None = None  # while a poll runs: when it began (read by the watchdog)
         self._last_records = time.monotonic()  # when a poll last returned records (or the client was made)
-        # What the stall check's first look found behind (partition -> its position then), and when that look ended.
-        self._suspect: dict[TopicPartition, int | None] | None = None
+        # What the stall check's first look found behind (partition -> its position and commit), and when it ended.
+        self._suspect: dict[TopicPartition, tuple[int | None, int | None]] | None = None
         self._suspect_at = 0.0
         self._started_ms = int(time.time() * 1000)  # where a replacement client resumes a partition never committed
         self.fresh_clients = 0
@@ -213,11 +213,13 @@ class EventConsumer(Generic[M]):
                 os._exit(STUCK_POLL_EXIT_CODE)
 
     #: Polls that return nothing for this many seconds while the broker holds records past the positions of the
-    #: partitions assigned here mean a client that stopped fetching (kafka-python 3.0 can leave a partition waiting on
-    #: an offset reset or a fetch that never completes). A first look notes which partitions are behind and where; if
-    #: ten seconds of polls later the same ones are still behind at the same positions, the client is closed without
-    #: committing and a fresh one joins the group and resumes from the committed offsets (a partition this group never
-    #: committed resumes at the records written since this consumer started, not at the end). None: never checked.
+    #: partitions assigned here, or past what the group committed there, mean a client that stopped fetching
+    #: (kafka-python 3.0 can leave a partition waiting on an offset reset or a fetch that never completes, and a
+    #: client's position can pass records it never handed over). A first look notes which partitions are behind and
+    #: where; if ten seconds of polls later the same ones are still behind at the same positions and commits, the
+    #: client is closed without committing and a fresh one joins the group and resumes from the committed offsets (a
+    #: partition this group never committed resumes at the records written since this consumer started, not at the
+    #: end). None: never checked.
     stall_after_s: float | None = 60.0
     _SECOND_LOOK_S = 10.0
 
@@ -227,46 +229,75 @@ class EventConsumer(Generic[M]):
 
     def _check_stall(self) -> None:
         now = time.monotonic()
-        if self.stall_after_s is None or not self.assigned or now - self._last_records < self.stall_after_s:
+        if self.stall_after_s is None or now - self._last_records < self.stall_after_s:
             return
-        if self._suspect is not None and now - self._suspect_at < min(self._SECOND_LOOK_S, self.stall_after_s):
+        # With nothing assigned, other members may hold the partitions through a long batch: a whole stall period
+        # without a commit before the client is replaced, so that a spare member does not disturb a busy group.
+        second_look = min(self._SECOND_LOOK_S, self.stall_after_s) if self.assigned else self.stall_after_s
+        if self._suspect is not None and now - self._suspect_at < second_look:
             return  # suspected: a few more polls to receive what is there before the second look
         behind = self._partitions_behind()
         if self._suspect is None:
             if behind:
                 self._suspect, self._suspect_at = behind, time.monotonic()
+                log.info("%s: no records for %.0f s while %d partitions are behind; looking again shortly",
+                         self.group_id, now - self._last_records, len(behind))
             else:
                 self._last_records = time.monotonic()  # caught up: the next look is a stall period from now
             return
-        stuck = {tp for tp, position in behind.items() if tp in self._suspect and self._suspect[tp] == position}
+        stuck = {tp for tp, where in behind.items() if tp in self._suspect and self._suspect[tp] == where}
         if not stuck:
             self._unsuspect()  # something moved, or nothing is behind any more
             return
-        log.error("%s: no records for %.0f s while %d assigned partitions stay behind at the same positions; "
+        log.error("%s: no records for %.0f s while %d partitions stay behind at the same positions and commits; "
                   "closing the client and joining with a fresh one (nothing uncommitted is lost)",
                   self.group_id, now - self._last_records, len(stuck))
         self._fresh_client()
 
-    def _partitions_behind(self) -> dict[TopicPartition, int | None]:
-        """The assigned partitions whose end offset is past this client's position, with that position (None where
-        the client cannot settle one). Bounded: one look takes at most about 20 s."""
-        partitions = [TopicPartition(topic, partition) for topic, partition in sorted(self.assigned)]
+    def _partitions_behind(self) -> dict[TopicPartition, tuple[int | None, int | None]]:
+        """The partitions whose end offset is past this client's position or past what this group committed there,
+        with that position and commit (None where the client cannot settle one). The commit is read too because a
+        client's position can be past records it never handed over; a group's commit moves only once a batch is
+        handled. With nothing assigned (a client revoked for a rebalance that never completed, which kafka-python 3.0
+        can leave waiting for good), every partition of its topics, by the group's commits alone: if those stay
+        behind, no member is handling them. Bounded: one look takes at most about 30 s."""
+        if self.assigned:
+            partitions = [TopicPartition(topic, partition) for topic, partition in sorted(self.assigned)]
+        else:
+            partitions = [TopicPartition(self.settings.topic(topic), partition) for topic in self.topics
+                          for partition in sorted(self._consumer.partitions_for_topic(self.settings.topic(topic)) or ())]
         try:
             ends = self._consumer.end_offsets(partitions, timeout_ms=10_000)
         except KafkaError as exc:  # the broker is away: that is no stall of this client
             log.warning("%s: could not read the end offsets (%s)", self.group_id, exc)
             return {}
         deadline = time.monotonic() + 10.0
-        behind: dict[TopicPartition, int | None] = {}
+        positions: dict[TopicPartition, int | None] = {}
+        commits: dict[TopicPartition, int | None] = {}
         for tp in partitions:
-            left_ms = int((deadline - time.monotonic()) * 1000)
+            left_ms = max(int((deadline - time.monotonic()) * 1000), 100)
+            positions[tp] = None
+            if self.assigned:
+                try:
+                    positions[tp] = self._consumer.position(tp, timeout_ms=left_ms)
+                except KafkaError:  # a position the client cannot settle (an offset reset that never completes)
+                    pass
             try:
-                position = self._consumer.position(tp, timeout_ms=max(left_ms, 100))
-            except KafkaError:  # a position the client cannot settle (an offset reset that never completes)
-                position = None
-            if ends.get(tp, 0) > (position or 0):
-                behind[tp] = position
-        return behind
+                committed = self._consumer.committed(tp, timeout_ms=left_ms)
+                commits[tp] = committed if committed is not None else self._first_offset(tp, ends.get(tp, 0))
+            except KafkaError:
+                commits[tp] = None
+        end = ends.get
+        return {tp: (positions[tp], commits[tp]) for tp in partitions
+                if (self.assigned and end(tp, 0) > (positions[tp] or 0)) or end(tp, 0) > (commits[tp] or 0)}
+
+    def _first_offset(self, tp: TopicPartition, end: int) -> int:
+        """Where this consumer starts a partition its group never committed: the log's start, or for a consumer that
+        starts at the end, the first record written since it started (the end where there is none)."""
+        if self._config.get("auto_offset_reset") != "latest":
+            return self._consumer.beginning_offsets([tp], timeout_ms=5_000).get(tp, 0)
+        found = self._consumer.offsets_for_times({tp: self._started_ms}, timeout_ms=5_000).get(tp)
+        return found.offset if found else end
 
     def _commit_where_started(self) -> None:
         """Before a replacement: a consumer that starts at the end of new partitions (``from_beginning=False``) must

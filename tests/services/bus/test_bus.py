@@ -27,6 +27,7 @@ from schemas.messages import (
     Verdict,
 )
 from services.bus import Event, EventConsumer, EventProducer, create_topics, encode_message
+from services.bus.consumer import _AssignmentListener
 from services.settings import Settings
 
 pytestmark = pytest.mark.kafka
@@ -277,4 +278,67 @@ def test_a_consumer_that_starts_at_the_end_and_stalls_before_its_first_record_mi
                 producer.publish(candidate(i))
         wait_until(lambda: len(collector.events) >= 30, timeout=120, what="the messages sent while the client stalled")
     assert {m.sample_id for m in collector.messages()} == {candidate(i).sample_id for i in range(30)}
+    assert collector.fresh_clients == 1
+
+
+def test_a_client_whose_positions_passed_records_it_never_handed_over_is_replaced(settings):
+    # The client's own positions say "at the end", yet the group's commits say the records past them were never
+    # handled: the commits decide, and a fresh client resumes from them.
+    create_topics(settings)
+    collector = Collector(settings, ["loop.candidates"])
+    collector.stall_after_s = 2.0
+    with running(collector):
+        wait_until(lambda: collector.assigned_count() == 8, timeout=150, what="the partitions")
+        with EventProducer(settings) as producer:
+            for i in range(20):
+                producer.publish(candidate(i))
+        wait_until(lambda: len(collector.events) == 20, timeout=60, what="the first messages")
+        client, real_poll, state = collector._consumer, collector._consumer.poll, {"hold": True, "skipped": False}
+
+        def skipping_poll(**options):
+            if state["hold"]:
+                time.sleep(0.1)
+                return {}
+            if not state["skipped"]:
+                client.seek_to_end()  # in the polling thread, as the client's own state would move
+                state["skipped"] = True
+            return real_poll(**options)
+
+        client.poll = skipping_poll
+        with EventProducer(settings) as producer:
+            for i in range(20, 60):
+                producer.publish(candidate(i))
+        state["hold"] = False
+        wait_until(lambda: len(collector.events) >= 60, timeout=120, what="the messages the client skipped")
+    seen = Counter(m.sample_id for m in collector.messages())
+    assert len(seen) == 60 and max(seen.values()) == 1
+    assert collector.fresh_clients == 1
+
+
+def test_a_client_revoked_for_a_rebalance_that_never_completes_is_replaced(settings):
+    # Its partitions revoked for a rebalance, the client never joins again: it has nothing assigned, polls return
+    # nothing, and the group's commits stay behind what is written. A fresh client joins and handles it all.
+    create_topics(settings)
+    collector = Collector(settings, ["loop.candidates"])
+    collector.stall_after_s = 2.0
+    with running(collector):
+        wait_until(lambda: collector.assigned_count() == 8, timeout=150, what="the partitions")
+        with EventProducer(settings) as producer:
+            for i in range(20):
+                producer.publish(candidate(i))
+        wait_until(lambda: len(collector.events) == 20, timeout=60, what="the first messages")
+
+        def revoked_poll(**_):
+            if collector.assigned:
+                _AssignmentListener(collector).on_partitions_revoked(collector.assigned)
+            time.sleep(0.1)
+            return {}
+
+        collector._consumer.poll = revoked_poll
+        with EventProducer(settings) as producer:
+            for i in range(20, 50):
+                producer.publish(candidate(i))
+        wait_until(lambda: len(collector.events) >= 50, timeout=120, what="the messages written while no one held them")
+    seen = Counter(m.sample_id for m in collector.messages())
+    assert len(seen) == 50 and max(seen.values()) == 1
     assert collector.fresh_clients == 1
