@@ -2,6 +2,7 @@
 
     python bench/faults.py --minutes 30 --faults 60 --seed 1 --model DIR --baseline RUN_DIR
     python bench/faults.py --minutes 5 --faults 10          # a quick look
+    (tests/loop/test_faults_bench.py runs a three-minute form on a tiny model and a small policy)
 
 Runs ``loopctl up --minutes M`` in a fresh data directory and, from a seeded RNG, injects one fault at a time, each
 once the loop has made progress since the last (or after --recovery-bound seconds), at exponential gaps averaging
@@ -76,6 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help="a base model directory (default: bootstrap the builtin)")
     parser.add_argument("--baseline", type=Path, help="a finished loopctl up data directory without faults, from the "
                         "same base model (read up to --minutes)")
+    parser.add_argument("--policy", type=Path, help="the loop's policy file (default: the recipe's)")
     parser.add_argument("--recovery-bound", type=float, default=60.0, help="seconds a recovery may take")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "bench" / "faults")
     return parser.parse_args(argv)
@@ -231,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         env["LOOP_MODEL_DIR"] = str(args.model.resolve())
     settings = Settings(data_dir=data_dir)  # the embedded default's store, SQLite: no database to restart
     log = (data_dir / "up.log").open("w")
-    up = subprocess.Popen([sys.executable, "-m", "loop.cli", "up", "--minutes", str(args.minutes), "--api-port", "0"],
-                          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    policy = ["--policy", str(args.policy.resolve())] if args.policy else []
+    up = subprocess.Popen([sys.executable, "-m", "loop.cli", "up", "--minutes", str(args.minutes), "--api-port", "0",
+                           *policy], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     loop = Loop(data_dir, settings, up)
     while not loop.progress() or loop.progress()[0] == 0:  # the base model's first verdicts: the loop is up
         if up.poll() is not None:
