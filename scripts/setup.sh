@@ -28,6 +28,17 @@ fi
 # like a package shadows it, which is how this project is laid out on purpose: that one warning is silenced.
 stamp=.venv/.installed-pyproject
 if ! cmp -s pyproject.toml "$stamp"; then
+    # The venv takes about 7 GB (torch's CUDA libraries are 4 of them) and pip holds the downloaded wheels beside
+    # it while it installs: say so plainly before pip fails half-way with ENOSPC.
+    need_gb=11
+    for dir in . "${TMPDIR:-/tmp}"; do
+        free_gb=$(( $(df -Pk "$dir" | awk 'NR==2 {print $4}') / 1024 / 1024 ))
+        if [ "$free_gb" -lt "$need_gb" ]; then
+            echo "setup: $(cd "$dir" && pwd) has ${free_gb} GB free; installing the Python dependencies needs about" \
+                 "${need_gb} GB (torch with its CUDA libraries). Free some space or point TMPDIR elsewhere." >&2
+            exit 1
+        fi
+    done
     echo "setup: installing the Python dependencies into .venv (torch is large: minutes on first run)"
     .venv/bin/python -m pip install -q --upgrade pip
     PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e '.[test]'
