@@ -28,6 +28,9 @@ a plot, and ends with one line:
 (answerable: held-out accuracy on answerable questions, all tiers; hallucination: share of unanswerable
 held-out questions answered with anything but "I do not know"; of the checked answers, or with ``--no-check``
 of the model's answers as they are, which are also printed on the line before).
+
+One script, because a round's training, its measurements and its report share the run's state and are run whole;
+the base, the rates and the breakdown it uses live in their own ``bench/grounded_*`` modules.
 """
 
 from __future__ import annotations

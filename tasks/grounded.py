@@ -27,6 +27,9 @@ ones.
 Prompts and answers use only letters, digits, spaces and ``.``: ``Q: where does Kavo live. A:`` then
 `` Kavo lives in Tesa.``: the answer states the fact as the corpus does, so answering is recalling a sentence the
 model has read (a bare value is also read back, for a real LLM that answers ``Tesa.``), or `` I do not know.``.
+
+One module, because the family's problems, its answer format and its held-out measurement are one contract: an
+answer is read back by the same rules the format writes it with, and the suites are drawn from the same tiers.
 """
 
 from __future__ import annotations

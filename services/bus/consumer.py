@@ -5,6 +5,9 @@ decodes it, sends what it cannot decode to ``loop.dlq`` with the reason, hands t
 handler, and commits the offsets only after the handler has returned, that is, after its effect
 is durable. A crash anywhere before the commit means the batch is delivered again, so handlers
 must be idempotent (upserts keyed by id); a crash after it loses nothing.
+
+One module, because the poll, the dead letters, the commit and the stall check that replaces a stuck client are
+one delivery guarantee: each assumes what the others did to the client's positions and commits.
 """
 
 from __future__ import annotations
