@@ -158,7 +158,12 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     if args.job_id and args.cancel:
-        print("cancel requested" if request_cancel(args.job_id, settings=settings) else "the job has already ended")
+        try:
+            requested = request_cancel(args.job_id, settings=settings)
+        except LookupError:
+            print(f"no job {args.job_id}")
+            return 1
+        print("cancel requested" if requested else "the job has already ended")
         return 0
     if args.job_id:
         status = job_status(args.job_id, settings=settings)
