@@ -139,6 +139,10 @@ class Verdict(Message):
 AdapterStatus = Literal["trained", "promoted", "rejected", "rolled_back"]
 
 
+# The request id of a sample imported from a file (``loopctl import``) starts so: no model generated it.
+SEED_REQUEST_PREFIX = "seed:"
+
+
 class AdapterEvent(Message):
     topic: ClassVar[str] = "loop.adapters"
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 
-from schemas.messages import Candidate, CheckResult, Message, Verdict, sample_id_for
+from schemas.messages import SEED_REQUEST_PREFIX, Candidate, CheckResult, Message, Verdict, sample_id_for
 from services.bus import EventProducer, encode_message
 from services.settings import Settings
 
@@ -88,7 +88,7 @@ def seed_messages(rows: Iterable[SeedRow], *, source: str, max_bytes: int | None
             problem=row.problem,
             answers=row.answers if row.answers is not None else [row.label],
             adapter_id=None,
-            request_id=f"seed:{source}"[:200],
+            request_id=f"{SEED_REQUEST_PREFIX}{source}"[:200],
             round=row.round,
             true_answer=row.true_answer,
             meta=row.meta,

@@ -1,10 +1,11 @@
 """Freezing snapshots by policy, and telling apart two snapshots frozen from the same samples in the same second."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlmodel import Session
 
-from schemas.tables import Sample
+from schemas.messages import SEED_REQUEST_PREFIX
+from schemas.tables import Adapter, Sample
 from services.settings import Settings
 from services.store.db import open_store
 from workers.trainer.snapshot import freeze_snapshot, load_snapshot
@@ -37,3 +38,26 @@ def test_two_snapshots_of_the_same_samples_in_the_same_second_are_both_kept(tmp_
     second, _ = freeze_snapshot(engine, families=["arithmetic"], created_at=moment)
     assert first != second
     assert [s.id for s in load_snapshot(engine, first)] == [s.id for s in load_snapshot(engine, second)] == ["a", "b"]
+
+
+def test_max_staleness_counts_promoted_versions_and_never_drops_imported_seeds(tmp_path):
+    engine = open_store(Settings(data_dir=tmp_path))
+    start = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+    with Session(engine) as session:
+        for n, status in enumerate(["rolled_back", "promoted", "rejected", "promoted"], start=1):
+            session.add(Adapter(id=f"a{n}", status=status, created_at=start + timedelta(minutes=n)))
+        # versions: base 0, a1 1, a2 2, a4 3 (a3 was never promoted, so it is no version)
+        for sample_id, adapter_id in [("s-base", None), ("s-a1", "a1"), ("s-a2", "a2"), ("s-a4", "a4")]:
+            session.add(Sample(id=sample_id, family="arithmetic", status="accepted", label="1", adapter_id=adapter_id,
+                               request_id="r1"))
+        session.add(Sample(id="s-seed", family="arithmetic", status="accepted", label="1", adapter_id=None,
+                           request_id=f"{SEED_REQUEST_PREFIX}seeds.jsonl"))
+        session.commit()
+
+    def kept(bound):
+        return sorted(s.id for s in freeze_snapshot(engine, max_staleness=bound)[1])
+
+    assert kept(None) == ["s-a1", "s-a2", "s-a4", "s-base", "s-seed"]
+    assert kept(3) == ["s-a1", "s-a2", "s-a4", "s-base", "s-seed"]
+    assert kept(1) == ["s-a2", "s-a4", "s-seed"]
+    assert kept(0) == ["s-a4", "s-seed"]
