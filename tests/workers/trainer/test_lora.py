@@ -57,6 +57,20 @@ def test_training_resumes_from_its_checkpoint(tiny_model_dir, addition_examples,
     assert not (tmp_path / "a" / "checkpoint").exists()
 
 
+
+def test_a_resumed_adapter_is_the_adapter_training_would_have_made_uninterrupted(tiny_model_dir, addition_examples,
+                                                                                tmp_path):
+    config = LoraTrainingConfig(**FAST)
+    train_lora(base_model=tiny_model_dir, examples=addition_examples, out_dir=tmp_path / "whole", config=config)
+    calls = iter([False, False, False, True])  # stopped after the checkpoint at step 2, before step 4
+    train_lora(base_model=tiny_model_dir, examples=addition_examples, out_dir=tmp_path / "cut", config=config,
+               should_stop=lambda: next(calls))
+    train_lora(base_model=tiny_model_dir, examples=addition_examples, out_dir=tmp_path / "cut", config=config)
+    whole, resumed = lora_tensors(tmp_path / "whole"), lora_tensors(tmp_path / "cut")
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole), "same batches, same optimizer state, same weights"
+
+
 def test_continue_from_the_parent_adapter(tiny_model_dir, addition_examples, tmp_path):
     train_lora(base_model=tiny_model_dir, examples=addition_examples, out_dir=tmp_path / "parent", config=LoraTrainingConfig(**FAST))
     child = LoraTrainingConfig(**{**FAST, "init": "parent"})
