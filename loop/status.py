@@ -14,6 +14,7 @@ from sqlmodel import col
 from schemas.messages import ACTIVE_JOB_STATES, CONSUMER_GROUPS
 from schemas.tables import Adapter, Job, Sample
 from services.settings import Settings
+from services.store.queries import off_adapter
 
 
 
@@ -28,11 +29,13 @@ class LoopStatus:
     lag: dict[str, int | None]  # None: the group has never consumed (its service is not part of this loop)
     job: str | None = None  # the newest job not finished: "train_adapter 42% step 250/600, loss 0.31"
     kept_right: float | None = None  # the current round's kept labels that are right (measurement only)
+    off_adapter: str = ""  # recent samples generated with an adapter other than the promoted one (services.store.queries)
 
     def line(self) -> str:
         accuracy = " ".join(f"{d}:{a:.2f}" for d, a in sorted(self.mastered_scores.items())) or "-"
         lag = " ".join(f"{g}={'-' if n is None else n}" for g, n in self.lag.items())
         return (f"round {self.round or '-'} | difficulty {self.target or '-'} | adapter {self.promoted or 'base'} | "
+                f"{f'generated off the promoted adapter: {self.off_adapter} | ' if self.off_adapter else ''}"
                 f"accepted {self.samples.get('accepted', 0)} ({self.accepted_per_s:.1f}/s) rejected {self.samples.get('rejected', 0)} | "
                 f"{'' if self.kept_right is None else f'kept right {self.kept_right:.3f} | '}"
                 f"held-out {accuracy} | {f'job {self.job} | ' if self.job else ''}lag {lag}")
@@ -69,6 +72,7 @@ def read_status(settings: Settings, engine: Engine, lag_monitor=None, *, window_
             .where(col(Job.state).in_(ACTIVE_JOB_STATES))
             .order_by(col(Job.created_at).desc()).limit(1)
         ).first()
+        off = off_adapter(connection, window_s=window_s).text()
     lag: dict[str, int | None] = {}
     if lag_monitor is not None:
         for group, topics in CONSUMER_GROUPS.items():
@@ -80,7 +84,7 @@ def read_status(settings: Settings, engine: Engine, lag_monitor=None, *, window_
     known, right = kept_precision(engine, family=None, round_no=state.get("round"))
     return LoopStatus(state.get("round"), state.get("target"), state.get("promoted_id") or promoted, scores, counts,
                       recent / window_s, lag, _job_text(*active) if active else None,
-                      right / known if known else None)
+                      right / known if known else None, off)
 
 
 def kept_precision(engine: Engine, *, family: str | None, round_no: int | None) -> tuple[int, int]:

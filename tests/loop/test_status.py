@@ -4,7 +4,7 @@ from sqlmodel import Session
 
 from loop.status import kept_precision, plot_rounds, read_status, rounds_table
 from schemas.messages import CONSUMER_GROUPS
-from schemas.tables import Job, Sample
+from schemas.tables import Adapter, Job, Sample
 from services.settings import Settings
 from services.store.db import open_store
 
@@ -74,3 +74,26 @@ def test_the_status_line_reports_the_lag_of_every_topic_of_every_group(tmp_path)
     assert sorted(monitor.asked) == sorted((g, t) for g, topics in running.items() for t in topics)
     assert line.endswith("lag " + " ".join(f"{g}={len(topics)}" if g in running else f"{g}=-"
                                            for g, topics in CONSUMER_GROUPS.items()))
+
+
+def test_a_generator_still_on_another_adapter_than_the_promoted_one_is_named(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    engine = open_store(settings)
+    now = datetime.now(timezone.utc)
+    with Session(engine) as session:
+        session.add(Adapter(id="a1", status="rolled_back", updated_at=now - timedelta(minutes=20)))
+        session.add(Adapter(id="a2", status="promoted", updated_at=now - timedelta(minutes=5)))
+        rows = [("on", "a2", now, "r"), ("off", "a1", now - timedelta(seconds=10), "r"),
+                ("off-base", None, now - timedelta(seconds=20), "r"),
+                ("seed", None, now, "seed:seeds.jsonl"),              # imported: no model generated it
+                ("old", "a1", now - timedelta(minutes=4), "r")]       # before the status window
+        for sample_id, adapter_id, moment, request in rows:
+            session.add(Sample(id=sample_id, adapter_id=adapter_id, generated_at=moment, request_id=request))
+        session.commit()
+    line = read_status(settings, engine).line()
+    assert "| generated off the promoted adapter: a1 1, base 1 (promoted: a2) |" in line
+
+    with Session(engine) as session:  # a promotion a moment ago: generators are given time to follow it
+        session.get(Adapter, "a2").updated_at = now - timedelta(seconds=15)
+        session.commit()
+    assert "off the promoted" not in read_status(settings, engine).line()

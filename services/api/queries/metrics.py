@@ -12,6 +12,7 @@ from schemas.tables import Adapter, DeadLetterRecord, EvalRecord, Job, Sample, S
 from services.api.models import AccuracyPoint, AdapterRef, KeptPoint, Overview, Throughput
 from services.api.queries.adapters import adapter_rounds, current_adapter
 from services.api.queries.samples import BASE_MODEL
+from services.store.queries import off_adapter
 
 
 
@@ -109,4 +110,5 @@ def overview(session: Session, *, window_s: int = 300) -> Overview:
         snapshots=count(Snapshot),
         dead_letters=count(DeadLetterRecord),
         jobs_running=count(Job, col(Job.state).not_in(TERMINAL_JOB_STATES)),
+        off_adapter=off_adapter(session.connection(), window_s=window_s).text(),
     )

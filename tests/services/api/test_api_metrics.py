@@ -52,6 +52,15 @@ def test_overview(client, standard):
     assert body["throughput"]["totals"] == {"accepted": 7, "rejected": 4, "pending": 3}
 
 
+def test_overview_names_samples_generated_off_the_promoted_adapter(client, standard, store_data, make_sample):
+    assert client.get("/api/overview").json()["off_adapter"] == ""
+    candidate, _ = make_sample(200, created=datetime.now(UTC) - timedelta(seconds=30))
+    store_data.apply(candidate.model_copy(update={"adapter_id": "a1"}))  # a generator that kept a1 after a2's promotion
+    assert client.get("/api/overview").json()["off_adapter"] == "a1 1 (promoted: a2)"
+    page = client.get("/")
+    assert 'id="off-adapter" class="warning">' in page.text and "a1 1 (promoted: a2)" in page.text
+
+
 def test_overview_of_an_empty_store(client):
     body = client.get("/api/overview").json()
     assert body["current_adapter"] == {"id": None, "status": None}

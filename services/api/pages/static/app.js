@@ -66,6 +66,8 @@ async function refreshOverview() {
     document.getElementById("difficulty").textContent = o.difficulty === null ? "–" : o.difficulty;
     const totals = Object.entries(o.throughput.totals).sort().map(([s, n]) => n + " " + s).join(", ");
     document.getElementById("totals").textContent = totals || "none yet";
+    document.getElementById("off-adapter").hidden = !o.off_adapter;
+    document.getElementById("off-adapter-text").textContent = o.off_adapter;
     const current = document.getElementById("current-adapter");
     if ((current.textContent.trim() === "base model") !== (o.current_adapter.id === null)
         || (o.current_adapter.id && current.textContent.trim() !== o.current_adapter.id)) {
