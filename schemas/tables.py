@@ -57,6 +57,8 @@ class AdapterBase(SQLModel):
     status: str = Field(default="trained", index=True)
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    promoted_at: datetime | None = Field(default=None, description="When it was last promoted: its place among the "
+                                         "versions a sample's staleness is counted in.")
 
 
 class Adapter(AdapterBase, table=True):

@@ -87,6 +87,35 @@ def create_tables(engine: Engine) -> None:
             raise
         log.info("tables created concurrently (%s); checking again", type(exc).__name__)
         SQLModel.metadata.create_all(engine)
+    add_missing_columns(engine)
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add the nullable columns a newer version of the tables declares to a store an older one created (``create_all``
+    adds only missing tables), so that a user's store opens after an upgrade; returns ``table.column`` of each added.
+    Every column added since the first release is nullable: its rows read NULL until events set it."""
+    inspector = inspect(engine)
+    added: list[str] = []
+    for table in SQLModel.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise RuntimeError(f"the store's table {table.name} lacks the required column {column.name}: "
+                                   "rebuild it from the topics (loopctl store --replay into a new store)")
+            kind = column.type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as connection:
+                    connection.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+            except (ProgrammingError, OperationalError) as exc:  # another process added it first
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
+                log.info("column %s.%s added concurrently (%s)", table.name, column.name, type(exc).__name__)
+                continue
+            log.info("store: added column %s.%s (%s)", table.name, column.name, kind)
+            added.append(f"{table.name}.{column.name}")
+    return added
 
 
 def open_store(settings: Settings | None = None, *, url: str | None = None) -> Engine:

@@ -165,6 +165,7 @@ def _adapter_row(m: AdapterEvent) -> dict[str, Any]:
         "config": dict(m.config) or None,
         "created_at": as_utc(m.created_at),
         "updated_at": as_utc(m.created_at),
+        "promoted_at": as_utc(m.created_at) if m.status == "promoted" else None,
     }
 
 
@@ -247,6 +248,7 @@ PROJECTIONS: dict[type[Message], Projection] = {
             "config": R.COALESCE_JSON,
             "created_at": R.FIRST,
             "updated_at": R.REPLACE,
+            "promoted_at": R.COALESCE,
         },
         _adapter_row,
     ),

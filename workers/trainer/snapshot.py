@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from uuid import uuid4
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 from sqlmodel import Session, col
 
 from schemas.messages import SEED_REQUEST_PREFIX
@@ -21,11 +21,13 @@ from schemas.tables import Adapter, Sample, Snapshot, SnapshotMember
 
 
 def adapter_versions(session: Session) -> dict[str | None, int]:
-    """Version numbers in promotion order: the base model is 0, the first promoted adapter 1, ..."""
+    """Version numbers in promotion order: the base model is 0, the first promoted adapter 1, ...; an adapter promoted
+    again (after a roll back to it) takes the newest number. Rows written before promotion times were kept fall back
+    to their training time."""
     promoted = session.exec(  # type: ignore[call-overload]  # a Core select: exec runs it and returns rows
         select(col(Adapter.id))
         .where(col(Adapter.status).in_(["promoted", "rolled_back"]))
-        .order_by(col(Adapter.created_at), col(Adapter.id))
+        .order_by(func.coalesce(col(Adapter.promoted_at), col(Adapter.created_at)), col(Adapter.id))
     ).all()
     versions: dict[str | None, int] = {None: 0}
     for number, (adapter_id,) in enumerate(promoted, start=1):

@@ -1,4 +1,4 @@
-"""The store's engine on a PostgreSQL database whatever its encoding."""
+"""The store's engine: on a PostgreSQL database whatever its encoding, and on a store an older version created."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 
-from schemas.tables import Sample
+from schemas.messages import AdapterEvent
+from schemas.tables import Adapter, Sample
 from services.store.db import open_store
+from services.store.upsert import upsert_messages
 
-pytestmark = pytest.mark.postgres
 
-
+@pytest.mark.postgres
 def test_a_sql_ascii_database_reads_back_text(postgres_server_url):
     # An initdb run without a UTF-8 locale (a bare container, say) makes SQL_ASCII databases.
     name = f"loop_ascii_{uuid.uuid4().hex[:12]}"
@@ -37,3 +38,24 @@ def test_a_sql_ascii_database_reads_back_text(postgres_server_url):
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_a_store_an_older_version_created_gains_the_new_columns_and_keeps_its_rows(database_url):
+    engine = open_store(url=database_url)
+    with engine.begin() as connection:  # the adapter table as it was before promotion times were kept
+        connection.execute(text('ALTER TABLE adapter DROP COLUMN promoted_at'))
+        connection.execute(text("INSERT INTO adapter (id, base_model, path, status) VALUES ('a0', 'builtin', '/a0', "
+                                "'promoted')"))
+    engine.dispose()
+
+    engine = open_store(url=database_url)
+    try:
+        promoted = AdapterEvent(adapter_id="a1", base_model="builtin", path="/a1", status="promoted")
+        with engine.begin() as connection:
+            upsert_messages(connection, {AdapterEvent: [promoted]})
+        with Session(engine) as session:
+            rows = {a.id: a for a in session.exec(select(Adapter))}
+        assert rows["a0"].promoted_at is None and rows["a0"].path == "/a0"
+        assert rows["a1"].promoted_at is not None
+    finally:
+        engine.dispose()

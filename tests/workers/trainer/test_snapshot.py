@@ -8,7 +8,7 @@ from schemas.messages import SEED_REQUEST_PREFIX
 from schemas.tables import Adapter, Sample
 from services.settings import Settings
 from services.store.db import open_store
-from workers.trainer.snapshot import freeze_snapshot, load_snapshot
+from workers.trainer.snapshot import adapter_versions, freeze_snapshot, load_snapshot
 
 
 def _store(tmp_path):
@@ -61,3 +61,19 @@ def test_max_staleness_counts_promoted_versions_and_never_drops_imported_seeds(t
     assert kept(3) == ["s-a1", "s-a2", "s-a4", "s-base", "s-seed"]
     assert kept(1) == ["s-a2", "s-a4", "s-seed"]
     assert kept(0) == ["s-a4", "s-seed"]
+
+
+def test_versions_follow_promotions_not_training_times(tmp_path):
+    engine = open_store(Settings(data_dir=tmp_path))
+    start = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+    with Session(engine) as session:
+        # a2 was trained first but promoted last (a user promoted it after a1); a1 came back after a roll back
+        session.add(Adapter(id="a2", status="promoted", created_at=start, promoted_at=start + timedelta(minutes=30)))
+        session.add(Adapter(id="a1", status="rolled_back", created_at=start + timedelta(minutes=5),
+                            promoted_at=start + timedelta(minutes=10)))
+        session.add(Adapter(id="old", status="rolled_back", created_at=start - timedelta(minutes=5)))  # no promoted_at
+        for sample_id, adapter_id in [("s-a1", "a1"), ("s-a2", "a2"), ("s-old", "old")]:
+            session.add(Sample(id=sample_id, family="arithmetic", status="accepted", label="1", adapter_id=adapter_id))
+        session.commit()
+        assert adapter_versions(session) == {None: 0, "old": 1, "a1": 2, "a2": 3}
+    assert sorted(s.id for s in freeze_snapshot(engine, max_staleness=0)[1]) == ["s-a2"]
