@@ -12,8 +12,11 @@ M * 60 / --faults seconds:
   train    SIGKILL of the job worker's pool process while it trains an adapter (a kill when nothing trains)
   broker   the Kafka broker stopped with SIGKILL; the supervisor starts it again on its port and log directory
   poison   malformed messages written into every topic a running group reads, by ``kcat`` (an independent client)
-The embedded default's store is SQLite, a file in the data directory, so there is no database server to stop: the
-line's db restarts stay 0. Progress is read from the store every second: verdicts stored, training or evaluation advancing, rounds ended. The
+  db       with --postgres: the store's PostgreSQL server stopped at once (``pg_ctl stop -m immediate``, as a crash)
+           and started again 2-10 s later
+The embedded default's store is SQLite, a file in the data directory, with no server to stop: without --postgres the
+line's db restarts stay 0. With it the bench runs its own PostgreSQL cluster (initdb, pg_ctl from Debian's
+``postgresql``) in the run's folder, and the loop's store and job results live there. Progress is read from the store every second: verdicts stored, training or evaluation advancing, rounds ended. The
 recovery of a fault is the time from the fault to the first progress after it.
 
 After the run the broker is started again and the store writer drained; then every distinct key of
@@ -32,11 +35,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import glob
 import json
 import os
+import pwd
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -80,7 +86,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--policy", type=Path, help="the loop's policy file (default: the recipe's)")
     parser.add_argument("--recovery-bound", type=float, default=60.0, help="seconds a recovery may take")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "bench" / "faults")
+    parser.add_argument("--postgres", action="store_true", help="the store on a PostgreSQL server the bench restarts")
     return parser.parse_args(argv)
+
+
+class Postgres:
+    """The bench's own PostgreSQL cluster in the run's folder (as the ``postgres`` user when run as root: initdb
+    refuses root), stopped as by a crash and started again on the same port and data."""
+
+    def __init__(self, root: Path) -> None:
+        bins = sorted(Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin") if Path(p, "pg_ctl").exists())
+        if not bins:
+            raise SystemExit("faults: --postgres needs PostgreSQL's server binaries (apt-get install postgresql)")
+        self.bin, self.root = bins[-1], root
+        self.data = root / "data"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.as_user: list[str] = []
+        root.mkdir(parents=True)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(root, owner.pw_uid, owner.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self._run("initdb", "-D", str(self.data), "-U", "loop", "--auth=trust", "-E", "UTF8", "--locale=C")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://loop@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run([*self.as_user, str(self.bin / tool), *args], check=True, capture_output=True, cwd=self.root,
+                       timeout=120)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root}"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "postgres.log"), "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
 
 class Loop:
@@ -126,8 +170,15 @@ class Loop:
         return state.exists() and json.loads(state.read_text()).get("training_job") is not None
 
 
-def inject(kind: str, loop: Loop, rng: random.Random, poison_no: int) -> tuple[str, list[str]]:
+def inject(kind: str, loop: Loop, rng: random.Random, poison_no: int,
+           postgres: Postgres | None = None) -> tuple[str, list[str]]:
     """Do one fault; returns what was done and the markers of the poison messages written."""
+    if kind == "db" and postgres is not None:
+        postgres.stop()
+        down = rng.uniform(2, 10)
+        time.sleep(down)
+        postgres.start()
+        return f"db: PostgreSQL stopped at once, started {down:.0f} s later", []
     running = loop.services()
     if kind == "train":
         workers = running.get("jobs-worker", [])
@@ -231,7 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "LOOP_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
     if args.model:
         env["LOOP_MODEL_DIR"] = str(args.model.resolve())
-    settings = Settings(data_dir=data_dir)  # the embedded default's store, SQLite: no database to restart
+    postgres = Postgres(data_dir / "postgres") if args.postgres else None
+    if postgres is not None:
+        postgres.start()
+        env["LOOP_DATABASE_URL"] = postgres.url
+    settings = Settings(data_dir=data_dir, database_url=postgres.url if postgres else None)
     log = (data_dir / "up.log").open("w")
     policy = ["--policy", str(args.policy.resolve())] if args.policy else []
     up = subprocess.Popen([sys.executable, "-m", "loop.cli", "up", "--minutes", str(args.minutes), "--api-port", "0",
@@ -244,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     loop.members = set(loop.services())
     started = time.monotonic()
     end = started + args.minutes * 60 - 30  # no fault in the last 30 s: its recovery could not be seen
-    kinds = list(WEIGHTS)
+    weights = {**WEIGHTS, **({"db": 2} if postgres else {})}
+    kinds = list(weights)
     counts: Counter = Counter()
     markers: list[str] = []
     recoveries: list[float] = []
@@ -253,13 +309,13 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(min(rng.expovariate(args.faults / (args.minutes * 60)), max(0.0, end - time.monotonic())))
             if time.monotonic() >= end:
                 break
-            kind = rng.choices(kinds, weights=[WEIGHTS[k] for k in kinds])[0]
+            kind = rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
             before = loop.progress()
             while not before:  # the store is busy this instant
                 time.sleep(0.2)
                 before = loop.progress()
             at = time.monotonic()
-            what, written = inject(kind, loop, rng, len(counts))
+            what, written = inject(kind, loop, rng, len(counts), postgres)
             markers += written
             counts[what.split(":")[0]] += 1
             recovered = None
@@ -282,11 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         result = check(loop, env, markers)
     finally:
         broker.stop()
+        if postgres is not None:
+            postgres.stop()
     total = sum(counts.values())
     longest = max(recoveries, default=0.0)
     print(json.dumps(result | {"faults": dict(counts)}, indent=2))
     print(f"faults: {total} faults in {args.minutes:g} min ({counts['kill'] + counts['train']} kills, "
-          f"{counts['broker']} broker restarts, 0 db restarts), {result['lost']} lost, "
+          f"{counts['broker']} broker restarts, {counts['db']} db restarts), {result['lost']} lost, "
           f"{result['doubled']} doubled, {result['in_dlq']}/{result['poisoned']} malformed in DLQ, longest recovery "
           f"{longest:.0f} s, final {final_digits(data_dir, args.minutes)} vs {final_digits(args.baseline, args.minutes)} digits")
     ok = (result["lost"] == 0 and result["doubled"] == 0 and result["in_dlq"] == result["poisoned"]
