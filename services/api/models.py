@@ -272,7 +272,7 @@ class Overview(BaseModel):
     snapshots: int
     dead_letters: int
     jobs_running: int
-    off_adapter: str = Field(default="", description="Samples of the window generated, a minute or more after the "
+    off_adapter: str = Field(default="", description="Samples of the window generated, five minutes or more after the "
                              "last promotion or roll back, with another adapter than the promoted one (a generator "
                              "that missed the change), e.g. 'a1 12 (promoted: a2)'; empty when there are none.")
 

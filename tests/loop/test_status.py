@@ -82,7 +82,7 @@ def test_a_generator_still_on_another_adapter_than_the_promoted_one_is_named(tmp
     now = datetime.now(timezone.utc)
     with Session(engine) as session:
         session.add(Adapter(id="a1", status="rolled_back", updated_at=now - timedelta(minutes=20)))
-        session.add(Adapter(id="a2", status="promoted", updated_at=now - timedelta(minutes=5)))
+        session.add(Adapter(id="a2", status="promoted", updated_at=now - timedelta(minutes=10)))
         rows = [("on", "a2", now, "r"), ("off", "a1", now - timedelta(seconds=10), "r"),
                 ("off-base", None, now - timedelta(seconds=20), "r"),
                 ("seed", None, now, "seed:seeds.jsonl"),              # imported: no model generated it
@@ -94,6 +94,6 @@ def test_a_generator_still_on_another_adapter_than_the_promoted_one_is_named(tmp
     assert "| generated off the promoted adapter: a1 1, base 1 (promoted: a2) |" in line
 
     with Session(engine) as session:  # a promotion a moment ago: generators are given time to follow it
-        session.get(Adapter, "a2").updated_at = now - timedelta(seconds=15)
+        session.get(Adapter, "a2").updated_at = now - timedelta(minutes=2)
         session.commit()
     assert "off the promoted" not in read_status(settings, engine).line()
