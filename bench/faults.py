@@ -104,7 +104,7 @@ class Postgres:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.as_user: list[str] = []
-        root.mkdir(parents=True)
+        root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
             os.chown(root, owner.pw_uid, owner.pw_gid)

@@ -128,6 +128,9 @@ def _broker_options(settings: Settings) -> dict:
     return {}
 
 
+BACKEND_RETRIES = 60  # writes of a job's state retried through a store outage (see make_app)
+
+
 def _result_backend(settings: Settings) -> tuple[str, dict]:
     store_url = settings.store_url
     parsed = make_url(store_url)
@@ -152,6 +155,13 @@ def make_app(settings: Settings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         result_backend=result_backend,
         database_engine_options=engine_options,
+        # The result backend is the store. A job taken while the store restarts must wait for it: a job whose
+        # STARTED cannot be written fails in the pool, its message stays taken (the embedded broker has no
+        # visibility timeout) and nothing runs it again. Backoff from 0.1 s to 5 s, about three minutes in all.
+        result_backend_always_retry=True,
+        result_backend_max_retries=BACKEND_RETRIES,
+        result_backend_base_sleep_between_retries_ms=100,
+        result_backend_max_sleep_between_retries_ms=5000,
         result_extended=True,
         task_serializer="json",
         result_serializer="json",
