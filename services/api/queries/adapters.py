@@ -18,20 +18,15 @@ from schemas.tables import Adapter, EvalRecord
 from services.api.errors import Conflict, NotFound
 from services.api.models import AdapterOut, EvalScoreOut, Page
 from services.api.queries.samples import BASE_MODEL
+from services.store.queries import last_adapter_change
 
 #: The suite the promotion gate reads; an adapter's listing shows it first.
 HELDOUT_SUITE = "heldout"
 
 
 def current_adapter(session: Session) -> Adapter | None:
-    row = session.exec(
-        select(Adapter)
-        .where(col(Adapter.status).in_(["promoted", "rolled_back"]))
-        .order_by(col(Adapter.updated_at).desc().nulls_last(), col(Adapter.id).desc())
-        .limit(1)
-    ).first()
-    adapter = row[0] if row else None
-    return adapter if adapter is not None and adapter.status == "promoted" else None
+    last = last_adapter_change(session.connection())
+    return session.get(Adapter, last.id) if last is not None and last.status == "promoted" else None
 
 
 def adapter_rounds(session: Session) -> dict[str, int]:
