@@ -30,8 +30,8 @@ import logging
 import os
 import sys
 
-from services.jobs.app import QUEUES, discover_job_modules, make_app
-from services.jobs.recovery import requeue_orphans
+from services.jobs.app import QUEUES, broker_kind, discover_job_modules, make_app
+from services.jobs.recovery import ReleaseStranded, requeue_orphans
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +75,8 @@ def run_worker(args: argparse.Namespace) -> int:
     app = make_app(settings)
     app.conf.imports = [*app.conf.imports, *args.include]
     requeue_orphans(app, settings)  # before this worker takes anything: a job its dead predecessor held
+    if broker_kind(settings.broker_url) == "sqla":
+        app.steps["worker"].add(ReleaseStranded)  # and, while it runs, jobs a dead worker took but never started
     argv = [
         "worker",
         f"--queues={','.join(queues)}",

@@ -12,10 +12,21 @@ the embedded broker, before it takes any job, looks there for jobs started on th
 longer exists, claims each with one conditional UPDATE (of two workers starting at once, one wins), and queues
 it again under its own id: its events go on (``queued``, ``started`` again), and a job that keeps its work by
 job id resumes it (``train_adapter`` from its last checkpoint).
+
+A worker can also die between taking a job's message and starting it (its main process killed with the job
+prefetched), or take it while the store is down for longer than Celery's retries of ``STARTED`` wait. Then no
+process ran it, the result store still says ``QUEUED``, and the message stays hidden. Every worker on the
+embedded broker looks for such messages on a timer (``ReleaseStranded``): a job's newest message, hidden since
+more than ``STRANDED_AFTER_S`` ago while the job is still queued, seen so on two ticks in a row, is made visible
+again with one conditional UPDATE (its row's version must not have moved), and any worker takes it. A live
+worker writes ``STARTED`` within a second of taking a job, so a live holder is never mistaken for a dead one.
 """
 
 from __future__ import annotations
 
+import datetime
+import functools
+import json
 import logging
 import os
 import re
@@ -24,7 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from celery import Celery, states
+from celery import Celery, bootsteps, states
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from schemas.messages import JobEvent
 from services.jobs.app import broker_kind, queue_for
@@ -34,6 +47,10 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 RUNNING = (states.STARTED, PROGRESS)
+#: A job's message hidden this long while the job is still queued has no live holder (a live worker starts it
+#: within a second, or within Celery's backoff of 5 s once the store is back).
+STRANDED_AFTER_S = 20.0
+STRANDED_TICK_S = 10.0
 _NODE_PID = re.compile(r"^jobs-(\d+)@")  # the default node name of ``python -m services.jobs worker``
 
 
@@ -121,3 +138,99 @@ def requeue_orphans(app: Celery, settings: Settings) -> list[str]:
         app.send_task(orphan.kind, kwargs=orphan.kwargs, task_id=orphan.job_id, queue=orphan.queue)
         requeued.append(orphan.job_id)
     return requeued
+
+
+@dataclass(frozen=True)
+class Stranded:
+    message_id: int
+    version: int
+    job_id: str
+    kind: str
+    queue: str
+    taken_at: datetime.datetime
+
+
+def find_stranded(app: Celery, older_than_s: float = STRANDED_AFTER_S,
+                  now: datetime.datetime | None = None) -> list[Stranded]:
+    """Jobs still queued whose newest message on the embedded broker was taken over ``older_than_s`` ago."""
+    now = now or datetime.datetime.now()  # kombu stamps a message when taken, in local time
+    newest: dict[str, tuple] = {}
+    with _broker_engine(app).connect() as connection:
+        rows = connection.execute(text(
+            "SELECT m.id, m.version, m.visible, m.timestamp, m.payload, q.name FROM kombu_message m "
+            "JOIN kombu_queue q ON q.id = m.queue_id ORDER BY m.id"))
+        for message_id, version, visible, taken_at, payload, queue in rows:
+            headers = json.loads(payload).get("headers") or {}
+            if headers.get("id"):  # a later copy (a restore, a requeue) replaces an earlier one
+                newest[headers["id"]] = (message_id, version, visible, taken_at, headers.get("task") or "", queue)
+    waiting = {job_id: row for job_id, row in newest.items()
+               if not row[2] and row[3] is not None and (now - _as_datetime(row[3])).total_seconds() > older_than_s}
+    if not waiting:
+        return []
+    backend = app.backend
+    session = backend.ResultSession()
+    try:
+        queued = {row.task_id for row in session.query(backend.task_cls.task_id)
+                  .filter(backend.task_cls.task_id.in_(list(waiting)), backend.task_cls.status == QUEUED)}
+    finally:
+        session.close()
+    return [Stranded(row[0], row[1], job_id, row[4], row[5], _as_datetime(row[3]))
+            for job_id, row in waiting.items() if job_id in queued]
+
+
+def release(app: Celery, stranded: Stranded) -> bool:
+    """Make the message visible again, unless its row changed since it was seen (someone else released it)."""
+    with _broker_engine(app).begin() as connection:
+        changed = connection.execute(
+            text("UPDATE kombu_message SET visible = :visible, version = version + 1 "
+                 "WHERE id = :id AND version = :version AND visible = :hidden"),
+            {"visible": True, "hidden": False, "id": stranded.message_id, "version": stranded.version}).rowcount
+    return changed == 1
+
+
+class ReleaseStranded(bootsteps.StartStopStep):
+    """A worker step: on a timer, give back the messages of jobs whose taker died before it started them."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.tref = None
+        self.seen: set[tuple[int, int]] = set()  # (message id, version) seen stranded on the last tick
+
+    def start(self, worker):
+        self.tref = worker.timer.call_repeatedly(STRANDED_TICK_S, self.tick, (worker,), priority=10)
+
+    def stop(self, worker):
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    def tick(self, worker) -> None:
+        try:
+            stranded = find_stranded(worker.app)
+        except Exception as exc:  # noqa: BLE001 - the store or the broker's database is down: look again later
+            log.info("looking for stranded jobs failed: %s", exc)
+            return
+        current = {(s.message_id, s.version) for s in stranded}
+        for job in stranded:
+            if (job.message_id, job.version) not in self.seen or not release(worker.app, job):
+                continue
+            message = f"queued again on {job.queue}: taken at {job.taken_at:%H:%M:%S} by a worker that never started it"
+            log.warning("job %s (%s): %s", job.job_id, job.kind, message)
+            publish_job_event(JobEvent(job_id=job.job_id, kind=job.kind, state="queued", progress=0.0,
+                                       message=message), worker.app.loop_settings)
+        self.seen = current
+
+
+def _broker_engine(app: Celery):
+    return _engine(app.conf.broker_url.split("+", 1)[1])  # sqla+<SQLAlchemy URL>
+
+
+@functools.cache
+def _engine(url: str):
+    return create_engine(url, poolclass=NullPool)  # no connection kept open across the pool's forks
+
+
+def _as_datetime(value) -> datetime.datetime:
+    return value if isinstance(value, datetime.datetime) else datetime.datetime.fromisoformat(str(value))

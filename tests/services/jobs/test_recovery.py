@@ -1,13 +1,18 @@
 """A job whose worker is killed while it runs is queued again by the next worker on the embedded broker."""
 
+import datetime
 import os
 import signal
+import subprocess
+import sys
 from uuid import uuid4
 
 import pytest
 
 from services.bus import create_topics
 from services.jobs import close_publishers, job_status, submit_job
+from services.jobs.app import make_app
+from services.jobs.recovery import STRANDED_AFTER_S, find_stranded, release
 from services.settings import Settings
 
 from .conftest import JobEventLog, Worker
@@ -66,3 +71,52 @@ def test_a_worker_starting_beside_a_running_job_leaves_it_alone(embedded):
     done = events.wait_for(job_id, "succeeded", timeout=60)
     assert [e.state for e in done].count("started") == 1
     assert not [e for e in done if e.state == "queued" and "stopped while it ran" in e.message]
+
+
+def take_without_running(settings: Settings, queue: str) -> str:
+    """Take one message off ``queue`` the way a worker does, in a process that then dies without running it."""
+    script = (
+        "import os, signal, sys\n"
+        "from services.jobs.app import make_app\n"
+        "from services.settings import Settings\n"
+        "app = make_app(Settings.model_validate_json(sys.argv[1]))\n"
+        "with app.connection_for_write() as connection:\n"
+        "    message = connection.default_channel.basic_get(sys.argv[2], no_ack=False)\n"
+        "    print(message.headers['id'], flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)  # before closing: a closed channel gives back what it holds\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, settings.model_dump_json(), queue],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_job_taken_by_a_worker_that_died_before_starting_it_runs(embedded):
+    settings, events, workers = embedded
+    job_id = submit_job("sleepy", {"steps": 2, "step_s": 0.1}, settings=settings)
+    assert take_without_running(settings, "default") == job_id
+    assert job_status(job_id, settings=settings).state == "queued"
+
+    start_worker(settings, workers, "after")
+    done = events.wait_for(job_id, "succeeded", timeout=90)
+    states = [e.state for e in done]
+    assert states.count("started") == 1 and states.count("succeeded") == 1
+    released = [e for e in done if e.state == "queued" and "never started it" in e.message]
+    assert len(released) == 1
+
+
+def test_a_stranded_message_is_released_once_and_only_when_still_queued(embedded):
+    settings, _, _ = embedded
+    app = make_app(settings)
+    waiting = submit_job("sleepy", {"steps": 1}, settings=settings)
+    taken = submit_job("sleepy", {"steps": 1}, settings=settings)
+    assert take_without_running(settings, "default") == waiting
+    assert take_without_running(settings, "default") == taken
+    app.backend.store_result(taken, {"pid": 1}, "STARTED")  # a live worker began this one: not stranded
+
+    later = datetime.datetime.now() + datetime.timedelta(seconds=STRANDED_AFTER_S + 1)
+    assert find_stranded(app, now=datetime.datetime.now()) == []  # taken just now: its taker may be starting it
+    (stranded,) = find_stranded(app, now=later)
+    assert stranded.job_id == waiting and stranded.kind == "sleepy" and stranded.queue == "default"
+    assert release(app, stranded) and not release(app, stranded)  # the second sees the row's version moved
+    assert find_stranded(app, now=later) == []
