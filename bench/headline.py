@@ -82,7 +82,7 @@ def check_figures(data_dir: Path) -> dict:
             if not (passed.get("format") and passed.get("self_consistency")) or sample.true_answer is None:
                 continue
             problem = family.parse_problem(sample.problem)
-            said = Counter(a for a in (family.read_answer(problem, c) for c in sample.answers or []) if a is not None)
+            said = Counter(a for a in (family.read_label(problem, c) for c in sample.answers or []) if a is not None)
             right = said.most_common(1)[0][0] == sample.true_answer
             kind = "right" if right else "wrong"
             figures[kind] += 1

@@ -65,7 +65,7 @@ def agreeing(store: Path, round_no: int) -> list[tuple[Problem, str, str]]:
         if not (passed.get("format") and passed.get("self_consistency")) or truth is None:
             continue
         problem = FAMILY.parse_problem(canonical)
-        said = Counter(a for a in (FAMILY.read_answer(problem, c) for c in json.loads(answers)) if a is not None)
+        said = Counter(a for a in (FAMILY.read_label(problem, c) for c in json.loads(answers)) if a is not None)
         rows.append((problem, said.most_common(1)[0][0], truth))
     return rows
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         related = [p for relations in found for r in relations for p in r.problems]
         prompts = [prompt for p in related for prompt in FAMILY.renderings(p)]
         completions = iter(engine.generate(prompts, SamplingSpec(k=1, max_new_tokens=24)))
-        answers = {id(p): [FAMILY.read_answer(p, next(completions)[0]) for _ in FAMILY.renderings(p)] for p in related}
+        answers = {id(p): [FAMILY.read_label(p, next(completions)[0]) for _ in FAMILY.renderings(p)] for p in related}
         rejected: Counter = Counter()
         for (problem, label, truth), relations in zip(rows, found, strict=True):
             ok = all(None not in said and r.agrees(label, said)

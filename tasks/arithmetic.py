@@ -119,6 +119,16 @@ class Arithmetic(TaskFamily):
         value = fmt.parse_answer(completion, self.width(problem))
         return None if value is None else str(value)
 
+    def read_label(self, problem: Problem, completion: str) -> str | None:
+        """The sum the format's places hold, whatever the model wrote after them. A model one length past what it
+        was trained on writes a carry into the top place right and then goes on writing places (``h1i8j9``), as it
+        has never seen that place hold a 1 and the answer end; read strictly, those answers never agree, so the
+        loop never keeps such a sum and the model never learns to stop there (measured: every 7-digit sum with a
+        carry out, 25 of 200, stayed wrong over three rounds). Its trained example ends where the format ends. The
+        evaluation reads strictly (``read_answer``): an answer that does not stop is wrong there."""
+        value = fmt.parse_answer(completion, self.width(problem), rest=True)
+        return None if value is None else str(value)
+
     def write_answer(self, problem: Problem, answer: str) -> str:
         return fmt.format_answer(int(answer), self.width(problem))
 

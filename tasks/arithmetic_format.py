@@ -109,7 +109,7 @@ def renderings(a: int, b: int, extra_widths: int = 1, shifts: int = 0) -> list[t
 _HINTED_DIGIT = re.compile(r"(\D)(\d)")
 
 
-def parse_answer(completion: str, width: int) -> int | None:
+def parse_answer(completion: str, width: int, rest: bool = False) -> int | None:
     """The number written in a completion, or None when it breaks the format.
 
     This is the label-free length/format filter: exactly `width` digits, each behind one hint character. Which
@@ -117,8 +117,15 @@ def parse_answer(completion: str, width: int) -> int | None:
     letter of a slot it has rarely filled (the carry slot of a length it has just learnt) with doubt, and a sampled
     answer with `J0` where `i0` belongs states the same sum as the greedy one; counting it malformed made the vote
     fail on letters while every digit agreed (docs/recipe.md).
+
+    ``rest``: read the first `width` places and ignore what follows them (a model that did not stop).
     """
     text = completion.strip()
+    if rest:
+        head = re.match(rf"(?:\D\d){{{width}}}", text)
+        if head is None:
+            return None
+        text = head.group(0)
     pairs = _HINTED_DIGIT.findall(text)
     if len(pairs) != width or "".join(h + d for h, d in pairs) != text:
         return None

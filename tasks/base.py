@@ -104,6 +104,12 @@ class TaskFamily(ABC):
     def read_answer(self, problem: Problem, completion: str) -> str | None:
         """The canonical answer in a completion, or None when it is malformed."""
 
+    def read_label(self, problem: Problem, completion: str) -> str | None:
+        """The answer the verifier reads from a completion to label a problem; ``read_answer`` unless the family's
+        format says where an answer ends, and the model may have written on past it. The held-out evaluation always
+        reads with ``read_answer``."""
+        return self.read_answer(problem, completion)
+
     @abstractmethod
     def write_answer(self, problem: Problem, answer: str) -> str:
         """The completion the model should learn to produce for a canonical answer."""

@@ -139,3 +139,14 @@ def test_an_answer_is_read_from_its_digits_whatever_letter_holds_a_place():
     assert family.read_answer(problem, "a3b4c4d1e6f6g3h9") is None  # a digit short: the length filter
     assert family.read_answer(problem, "a3b4c4d1e6f6g3h9i0j0") is None  # a digit long
     assert family.read_answer(problem, "a3b4c4d1e6f6g3h90") is None  # a digit without its place
+
+
+def test_a_label_is_read_from_the_places_the_format_asks_for_and_the_evaluation_needs_the_stop():
+    family = get_family("arithmetic")
+    problem = Arithmetic.problem(9868272, 6949327)  # 16817599: width 8, the carry in the top place, h
+    overrun = "a9b9c5d7e1f8g6h1i8j9"  # the right sum, then places the format does not have
+    assert family.read_label(problem, overrun) == "16817599"
+    assert family.read_answer(problem, overrun) is None  # the evaluation: an answer that does not stop is wrong
+    assert family.read_label(problem, "a9b9c5d7e1f8g6h1") == family.read_answer(problem, "a9b9c5d7e1f8g6h1")
+    assert family.read_label(problem, "a9b9c5d7e1f8g6") is None  # a place short is still malformed
+    assert family.write_answer(problem, family.read_label(problem, overrun)) == "a9b9c5d7e1f8g6h1"  # trained to stop

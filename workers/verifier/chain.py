@@ -46,7 +46,7 @@ class VerifierChain:
         return cls(family, checks[:2] + family_checks(family) + checks[2:])
 
     def read(self, candidate: Candidate, problem: Problem) -> Reading:
-        answers = [self.family.read_answer(problem, completion) for completion in candidate.answers]
+        answers = [self.family.read_label(problem, completion) for completion in candidate.answers]
         return Reading(candidate, problem, self.family, answers)
 
     def verify(self, candidate: Candidate, problem: Problem) -> Verdict:

@@ -141,7 +141,7 @@ class Metamorphic(Check):
                 completions = asked.get((relation.name, related.canonical))
                 if not completions:
                     return self.result(False, 0.0, f"{related.canonical!r} ({relation.description}) was not asked")
-                said.append([reading.family.read_answer(related, c) for c in completions])
+                said.append([reading.family.read_label(related, c) for c in completions])
             for answers in zip(*said, strict=False):  # one tuple per rendering
                 total += 1
                 agree += None not in answers and relation.agrees(label, answers)

@@ -157,3 +157,14 @@ def test_a_replayed_candidate_of_schema_version_1_is_not_failed_for_lacking_rela
     candidate = candidate_for(SYSTEMATIC, ["829876"] * 6, relatives=False).model_copy(update={"schema_version": 1})
     split = {c.name: c for c in VerifierChain.label_free(FAMILY).verify(candidate, SYSTEMATIC).checks}["split"]
     assert split.passed and "predates related problems" in split.reason
+
+
+def test_answers_that_go_on_past_the_format_are_labelled_by_its_places():
+    problem = Arithmetic.problem(9868272, 6949327)  # 16817599, a carry into the top place
+    answers = [FAMILY.write_answer(problem, "16817599") + "i8j9", FAMILY.write_answer(problem, "16817599") + "i0"] * 3
+    candidate = candidate_for(problem, ["16817599"] * 6).model_copy(update={"answers": answers})
+    verdict = VerifierChain.label_free(FAMILY).verify(candidate, problem)
+    assert verdict.accepted and verdict.label == "16817599", [c.reason for c in verdict.checks if not c.passed]
+    wrong = [FAMILY.write_answer(problem, "16817598") + "i8"] * 6  # unanimous and wrong: the split still catches it
+    verdict = VerifierChain.label_free(FAMILY).verify(candidate.model_copy(update={"answers": wrong}), problem)
+    assert not verdict.accepted
