@@ -34,6 +34,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from celery import Celery, bootsteps, states
 from sqlalchemy import create_engine, text
@@ -193,9 +194,9 @@ class ReleaseStranded(bootsteps.StartStopStep):
 
     requires = {"celery.worker.components:Timer"}
 
-    def __init__(self, worker, **kwargs):
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.tref = None
+        self.tref: Any = None
         self.seen: set[tuple[int, int]] = set()  # (message id, version) seen stranded on the last tick
 
     def start(self, worker):
