@@ -122,7 +122,7 @@ def parse_answer(completion: str, width: int, rest: bool = False) -> int | None:
     """
     text = completion.strip()
     if rest:
-        head = re.match(rf"(?:\D\d){{{width}}}", text)
+        head = re.match(rf"(?:\D\d){{{width}}}(?=\D|$)", text)  # the last place holds one digit, not two
         if head is None:
             return None
         text = head.group(0)

@@ -149,4 +149,5 @@ def test_a_label_is_read_from_the_places_the_format_asks_for_and_the_evaluation_
     assert family.read_answer(problem, overrun) is None  # the evaluation: an answer that does not stop is wrong
     assert family.read_label(problem, "a9b9c5d7e1f8g6h1") == family.read_answer(problem, "a9b9c5d7e1f8g6h1")
     assert family.read_label(problem, "a9b9c5d7e1f8g6") is None  # a place short is still malformed
+    assert family.read_label(problem, "a9b9c5d7e1f8g6h16") is None  # two digits in the top place: not a sum read
     assert family.write_answer(problem, family.read_label(problem, overrun)) == "a9b9c5d7e1f8g6h1"  # trained to stop
