@@ -1,6 +1,5 @@
 """A job whose worker is killed while it runs is queued again by the next worker on the embedded broker."""
 
-import datetime
 import os
 import signal
 import subprocess
@@ -12,7 +11,8 @@ import pytest
 from services.bus import create_topics
 from services.jobs import close_publishers, job_status, submit_job
 from services.jobs.app import make_app
-from services.jobs.recovery import STRANDED_AFTER_S, find_stranded, release
+from schemas.messages import JobEvent
+from services.jobs.recovery import Stranded, StrandedWatch, find_stranded, give_back, other_workers_here
 from services.settings import Settings
 
 from .conftest import JobEventLog, Worker
@@ -97,7 +97,9 @@ def test_a_job_taken_by_a_worker_that_died_before_starting_it_runs(embedded):
     assert take_without_running(settings, "default") == job_id
     assert job_status(job_id, settings=settings).state == "queued"
 
-    start_worker(settings, workers, "after")
+    after = start_worker(settings, workers, "after")
+    others = set(other_workers_here())
+    assert after.pid in others and not after.children() & others  # its pool's processes are not other workers
     done = events.wait_for(job_id, "succeeded", timeout=90)
     states = [e.state for e in done]
     assert states.count("started") == 1 and states.count("succeeded") == 1
@@ -105,18 +107,31 @@ def test_a_job_taken_by_a_worker_that_died_before_starting_it_runs(embedded):
     assert len(released) == 1
 
 
-def test_a_stranded_message_is_released_once_and_only_when_still_queued(embedded):
-    settings, _, _ = embedded
+def test_a_stranded_message_is_found_only_while_its_job_is_queued_and_given_back_once(embedded):
+    settings, events, _ = embedded
     app = make_app(settings)
     waiting = submit_job("sleepy", {"steps": 1}, settings=settings)
     taken = submit_job("sleepy", {"steps": 1}, settings=settings)
-    assert take_without_running(settings, "default") == waiting
-    assert take_without_running(settings, "default") == taken
+    later = submit_job("sleepy", {"steps": 1}, settings=settings, countdown=600)
+    for job_id in (waiting, taken, later):
+        assert take_without_running(settings, "default") == job_id
     app.backend.store_result(taken, {"pid": 1}, "STARTED")  # a live worker began this one: not stranded
 
-    later = datetime.datetime.now() + datetime.timedelta(seconds=STRANDED_AFTER_S + 1)
-    assert find_stranded(app, now=datetime.datetime.now()) == []  # taken just now: its taker may be starting it
-    (stranded,) = find_stranded(app, now=later)
+    (stranded,) = find_stranded(app)  # the countdown's job waits in its taker's hands until its time: not stranded
     assert stranded.job_id == waiting and stranded.kind == "sleepy" and stranded.queue == "default"
-    assert release(app, stranded) and not release(app, stranded)  # the second sees the row's version moved
-    assert find_stranded(app, now=later) == []
+    event = JobEvent(job_id=waiting, kind="sleepy", state="queued", message="given back")
+    assert give_back(app, stranded.message_id, stranded.version, event)
+    assert not give_back(app, stranded.message_id, stranded.version, event)  # its version moved on: one copy only
+    assert find_stranded(app) == []  # visible again: the next worker takes it
+    assert [e.message for e in events.wait_for(waiting, "queued") if e.message == "given back"] == ["given back"]
+
+
+def test_a_stranded_message_is_due_only_after_it_stayed_so():
+    watch = StrandedWatch(after_s=45)
+    first = Stranded(1, 3, "job-1", "sleepy", "default", "")
+    assert watch.due([first], now=100.0) == []
+    assert watch.due([first], now=140.0) == []
+    assert watch.due([first], now=145.0) == [first]
+    moved = Stranded(1, 4, "job-1", "sleepy", "default", "")  # its row changed (given back, taken again): anew
+    assert watch.due([moved], now=150.0) == []
+    assert watch.due([], now=160.0) == [] and watch.first_seen == {}
