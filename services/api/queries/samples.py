@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import ColumnElement, func, select
 from sqlmodel import Session, col
 
 from schemas.tables import Adapter, Sample, SnapshotMember
+from tasks import TaskFamily, get_family
 from services.api.models import (
     AdapterRef,
     Answer,
@@ -116,12 +118,13 @@ def get_sample(session: Session, *, sample_id: str) -> SampleDetail | None:
         trained = [AdapterRef(id=adapter_id, status=status) for adapter_id, status in rows]
     generator = session.get(Adapter, sample.adapter_id) if sample.adapter_id else None
     generated_by = AdapterRef(id=sample.adapter_id, status=generator.status if generator else None)
+    read = _answer_reader(sample)
     answers = [
         Answer(
             index=index,
             text=text,
-            chosen=sample.label is not None and text == sample.label,
-            correct=None if sample.true_answer is None else text == sample.true_answer,
+            chosen=sample.label is not None and read(text) == sample.label,
+            correct=None if sample.true_answer is None else read(text) == sample.true_answer,
         )
         for index, text in enumerate(sample.answers or [])
     ]
@@ -151,3 +154,30 @@ def filter_choices(session: Session) -> dict[str, list]:
         "rounds": distinct(Sample.round),
         "adapters": distinct(Sample.adapter_id),
     }
+
+
+def _answer_reader(sample: Sample) -> Callable[[str], str]:
+    """What an answer says, read as the verifier read it to label the sample (``read_label`` of its family): a
+    completion is compared with the label by its content, not its text. Where the family cannot be loaded here
+    (a plug-in that needs options) or a completion does not read, its text as it is."""
+    family = _family(sample.family)
+    if family is None:
+        return str.strip
+    try:
+        problem = family.parse_problem(sample.problem, sample.difficulty, sample.meta)
+    except Exception:  # noqa: BLE001 - a problem its family cannot parse is compared by text
+        return str.strip
+
+    def read(text: str) -> str:
+        said = family.read_label(problem, text)
+        return text.strip() if said is None else said
+
+    return read
+
+
+@functools.cache
+def _family(name: str) -> TaskFamily | None:
+    try:
+        return get_family(name)
+    except Exception:  # noqa: BLE001 - a family that needs options, or one not installed with the API
+        return None

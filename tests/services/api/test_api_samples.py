@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from schemas.messages import Verdict
+from tasks import get_family
+from tasks.arithmetic import Arithmetic
+
+from .conftest import arithmetic_sample
+
+FAMILY = get_family("arithmetic")
+
 pytestmark = pytest.mark.kafka  # the settings fixture brings a broker; these tests do not publish
 
 
@@ -126,3 +134,17 @@ def test_an_unknown_sample_is_404(client, standard):
     response = client.get("/api/samples/no-such-sample")
     assert response.status_code == 404
     assert response.json() == {"detail": "sample 'no-such-sample' not found"}
+
+
+def test_answers_are_compared_with_the_label_by_what_they_say(client, store_data):
+    # The generator's completions in the builtin format: digits least significant first behind place letters.
+    problem = Arithmetic.problem(57, 8)
+    written = [FAMILY.write_answer(problem, "65"), FAMILY.write_answer(problem, "65") + "d0", "a6b6c0"]
+    candidate, _ = arithmetic_sample(0)
+    candidate = candidate.model_copy(update={"sample_id": problem.sample_id, "problem": problem.canonical,
+                                             "difficulty": 2, "answers": written, "true_answer": "65",
+                                             "meta": problem.data})
+    verdict = Verdict(sample_id=problem.sample_id, family="arithmetic", accepted=True, label="65", checks=[])
+    store_data.apply(candidate, verdict)
+    body = client.get(f"/api/samples/{problem.sample_id}").json()
+    assert [(a["chosen"], a["correct"]) for a in body["answers"]] == [(True, True), (True, True), (False, False)]
