@@ -24,6 +24,9 @@ A live worker writes ``STARTED`` within a second of taking a job (within SQLite'
 contention), so a live taker is not mistaken for a dead one; a job held for a countdown is left alone. Where the
 broker is a SQLite file and no other jobs worker runs on the host (the embedded default), the only live taker is
 the worker itself, which knows what it holds: it gives the others back after two ticks (``STRANDED_ALONE_S``).
+
+One module, because both recoveries decide the same thing, whose a taken message is, from the same two records
+(the result store's state and the broker's rows), and each must leave alone what the other gives back.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from schemas.messages import JobEvent
-from services.jobs.app import broker_kind, queue_for
+from services.jobs.app import _sqlite_path, broker_kind, queue_for
 from services.jobs.lifecycle import PROGRESS, QUEUED, publish_job_event
 from services.settings import Settings
 
@@ -307,7 +310,8 @@ def other_workers_here() -> list[int]:
 
 
 def _sqlite_broker(app: Celery) -> bool:
-    return app.conf.broker_url.startswith("sqla+sqlite")  # a file on this host: every worker using it is here
+    """A broker that is a file on this host (every worker using it is here)."""
+    return _sqlite_path(app.conf.broker_url.split("+", 1)[1]) is not None
 
 
 def _held_for_later(headers: dict, now: datetime.datetime) -> bool:
