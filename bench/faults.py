@@ -6,7 +6,7 @@
 
 Runs ``loopctl up --minutes M`` in a fresh data directory and, from a seeded RNG, injects one fault at a time, each
 once the loop has made progress since the last (or after --recovery-bound seconds), at exponential gaps averaging
-M * 60 / --faults seconds:
+M * 60 / --faults seconds, none in the last --recovery-bound seconds (the run's end would cut its recovery short):
   kill     SIGKILL of a random service while it works: store writer, generator, verifier, controller, job worker,
            index updater (where the family runs one)
   train    SIGKILL of the job worker's pool process while it trains an adapter (a kill when nothing trains)
@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(2)
     loop.members = set(loop.services())
     started = time.monotonic()
-    end = started + args.minutes * 60 - 30  # no fault in the last 30 s: its recovery could not be seen
+    # no fault in the run's last --recovery-bound seconds: a recovery cut short by the end could not be judged
+    end = started + args.minutes * 60 - args.recovery_bound
     weights = {**WEIGHTS, **({"db": 2} if postgres else {})}
     kinds = list(weights)
     counts: Counter = Counter()
