@@ -31,6 +31,7 @@ import os
 import sys
 
 from services.jobs.app import QUEUES, broker_kind, discover_job_modules, make_app
+from services.jobs.pool import FreeReadLock
 from services.jobs.recovery import ReleaseStranded, requeue_orphans
 
 
@@ -77,6 +78,7 @@ def run_worker(args: argparse.Namespace) -> int:
     requeue_orphans(app, settings)  # before this worker takes anything: a job its dead predecessor held
     if broker_kind(settings.broker_url) == "sqla":
         app.steps["worker"].add(ReleaseStranded)  # and, while it runs, jobs a dead worker took but never started
+    app.steps["worker"].add(FreeReadLock)  # a pool whose idle process was killed takes jobs again
     argv = [
         "worker",
         f"--queues={','.join(queues)}",

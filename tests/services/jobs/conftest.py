@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from uuid import uuid4
 
+import psutil
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
@@ -162,9 +163,11 @@ class Worker:
         wait_until(ready, timeout, "the worker to be ready", interval=0.1)
 
     def children(self) -> set[int]:
-        """The pool's processes (the worker's direct children)."""
-        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        return {int(pid) for pid in path.read_text().split()} if path.exists() else set()
+        """The pool's processes (the worker's direct children, whichever of its threads started them)."""
+        try:
+            return {child.pid for child in psutil.Process(self.pid).children()}
+        except psutil.NoSuchProcess:
+            return set()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -252,3 +255,25 @@ def _no_job_left_running(request):
         request_cancel(job_id, settings=settings)
     for job_id in open_jobs:
         log.wait_for_any(job_id, TERMINAL_JOB_STATES, timeout=30)
+
+
+@pytest.fixture
+def embedded(kafka_broker, tmp_path):
+    """Settings on the embedded broker with a data directory of their own: no other test's worker takes these jobs."""
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap=kafka_broker.bootstrap,
+                        topic_prefix=f"t{uuid4().hex[:8]}.", celery_broker_url=f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}")
+    create_topics(settings)
+    events = JobEventLog(settings)
+    workers: list[Worker] = []
+    yield settings, events, workers
+    for worker in workers:
+        worker.stop()
+    events.close()
+    close_publishers()
+
+
+def start_worker(settings: Settings, workers: list[Worker], name: str) -> Worker:
+    worker = Worker(settings, settings.data_dir / f"{name}.log")
+    workers.append(worker)
+    worker.wait_ready()
+    return worker

@@ -4,42 +4,18 @@ import os
 import signal
 import subprocess
 import sys
-from uuid import uuid4
 
 import pytest
 
-from services.bus import create_topics
-from services.jobs import close_publishers, job_status, submit_job
+from services.jobs import job_status, submit_job
 from services.jobs.app import make_app
 from schemas.messages import JobEvent
 from services.jobs.recovery import Stranded, StrandedWatch, find_stranded, give_back, other_workers_here
 from services.settings import Settings
 
-from .conftest import JobEventLog, Worker
+from .conftest import start_worker
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def embedded(kafka_broker, tmp_path):
-    """Settings on the embedded broker with a data directory of their own: no other test's worker takes these jobs."""
-    settings = Settings(data_dir=tmp_path, kafka_bootstrap=kafka_broker.bootstrap,
-                        topic_prefix=f"t{uuid4().hex[:8]}.", celery_broker_url=f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}")
-    create_topics(settings)
-    events = JobEventLog(settings)
-    workers: list[Worker] = []
-    yield settings, events, workers
-    for worker in workers:
-        worker.stop()
-    events.close()
-    close_publishers()
-
-
-def start_worker(settings: Settings, workers: list[Worker], name: str) -> Worker:
-    worker = Worker(settings, settings.data_dir / f"{name}.log")
-    workers.append(worker)
-    worker.wait_ready()
-    return worker
 
 
 def test_a_job_whose_worker_was_killed_runs_again_in_the_next_worker(embedded, tmp_path):
