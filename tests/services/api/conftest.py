@@ -3,6 +3,8 @@ writer, a standard dataset, and a job stack (a real Celery worker running a stan
 
 The PostgreSQL fixtures are the store tests' own (``tests/services/store/conftest.py``), loaded from that file:
 a run of both folders starts one throwaway cluster for each.
+
+One module, because pytest reads a folder's fixtures from its conftest, and these build on one another.
 """
 
 from __future__ import annotations

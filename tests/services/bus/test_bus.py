@@ -1,4 +1,7 @@
-"""The bus against a real broker: every topic round-trips, a group shares partitions, bad input is dead-lettered."""
+"""The bus against a real broker: every topic round-trips, a group shares partitions, bad input is dead-lettered.
+
+One module, because its tests share one broker, one set of topics and the helpers that produce and read them.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The store writer: idempotent upserts, column ownership, crash safety and replay, on SQLite and PostgreSQL."""
+"""The store writer: idempotent upserts, column ownership, crash safety and replay, on SQLite and PostgreSQL.
+
+One module, because every test here runs the one writer against both stores through the same fixtures and events.
+"""
 
 from __future__ import annotations
 
