@@ -19,8 +19,9 @@ import logging
 import time
 from typing import Any
 
-from celery import bootsteps
 from celery.concurrency.asynpool import AsynPool
+
+from services.jobs.steps import TimedStep
 
 log = logging.getLogger(__name__)
 
@@ -63,23 +64,15 @@ class OrphanWatch:
         return True
 
 
-class FreeReadLock(bootsteps.StartStopStep):
+class FreeReadLock(TimedStep):
     """A worker step: on a timer, release the pool's read lock where a dead process holds it."""
 
     requires = {"celery.worker.components:Timer", "celery.worker.components:Pool"}
+    interval = WATCH_TICK_S
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.tref: Any = None
         self.watch = OrphanWatch()
-
-    def start(self, worker: Any) -> None:
-        self.tref = worker.timer.call_repeatedly(WATCH_TICK_S, self.tick, (worker,), priority=10)
-
-    def stop(self, worker: Any) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
-            self.tref = None
 
     def tick(self, worker: Any) -> None:
         pool = getattr(getattr(worker, "pool", None), "_pool", None)

@@ -45,13 +45,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import psutil
-from celery import Celery, bootsteps, states
+from celery import Celery, states
 from celery.worker import state as worker_state
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from schemas.messages import JobEvent
 from services.jobs.app import _sqlite_path, broker_kind, queue_for
+from services.jobs.steps import TimedStep
 from services.jobs.lifecycle import PROGRESS, QUEUED, publish_job_event
 from services.settings import Settings
 
@@ -257,23 +258,14 @@ class StrandedWatch:
         return [s for key, s in current.items() if now - self.first_seen[key] >= after_s]
 
 
-class ReleaseStranded(bootsteps.StartStopStep):
+class ReleaseStranded(TimedStep):
     """A worker step: on a timer, give back the messages of jobs whose taker died before it started them."""
 
-    requires = {"celery.worker.components:Timer"}
+    interval = STRANDED_TICK_S
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.tref: Any = None
         self.watch = StrandedWatch()
-
-    def start(self, worker: Any) -> None:
-        self.tref = worker.timer.call_repeatedly(STRANDED_TICK_S, self.tick, (worker,), priority=10)
-
-    def stop(self, worker: Any) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
-            self.tref = None
 
     def tick(self, worker: Any) -> None:
         try:
