@@ -65,7 +65,8 @@ def test_a_running_job_is_cancelled(job_settings, worker, job_events):
     job_events.wait_for(job_id, "progress")
 
     assert request_cancel(job_id, settings=job_settings) is True
-    assert job_status(job_id, settings=job_settings).state == "cancelling"
+    # the job checks its flag every 50 ms, so by the time the store is read it may have ended already
+    assert job_status(job_id, settings=job_settings).state in {"cancelling", "cancelled"}
     events = job_events.wait_for(job_id, "cancelled", timeout=5)
 
     states = [e.state for e in events]
