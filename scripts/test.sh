@@ -16,10 +16,14 @@ if [ "$status" -eq 5 ]; then
     status=0
 fi
 # Then the compose stack for real, in its quick form (build, up, every healthcheck, one request through to
-# PostgreSQL, down), where an engine can run here: root or sudo, and room for its images (LOOP_TEST_COMPOSE=0: skip).
+# PostgreSQL, down), where an engine can run here: root or sudo, room for its images, and time left in the run's
+# budget (LOOP_TEST_BUDGET_S, 45 min; a cold quick form takes up to 18 min). LOOP_TEST_COMPOSE=0 skips it.
 if [ "$status" -eq 0 ] && [ "${LOOP_TEST_COMPOSE:-1}" != 0 ]; then
     free_gb=$(( $(df -Pk "$HOME" | awk 'NR==2 {print $4}') / 1024 / 1024 ))
-    if [ "$(id -u)" != 0 ] && ! sudo -n true 2>/dev/null; then
+    left_s=$(( ${LOOP_TEST_BUDGET_S:-2700} - SECONDS ))
+    if [ "$left_s" -lt 1080 ]; then
+        echo "test: compose smoke skipped: $(( SECONDS / 60 )) min spent, $(( left_s / 60 )) left of the budget, it needs 18"
+    elif [ "$(id -u)" != 0 ] && ! sudo -n true 2>/dev/null; then
         echo "test: compose smoke skipped: the engine needs root or sudo"
     elif [ "$free_gb" -lt 30 ]; then
         echo "test: compose smoke skipped: $free_gb GB free under $HOME, its images and wheels need 30"
